@@ -1,0 +1,83 @@
+"""ONNX Runtime latency, several models interleaved so machine noise hits them alike."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from deploykit.export.onnx import INPUT_NAME, ort_session
+from deploykit.progress import Reporter
+
+
+@dataclass
+class LatencyResult:
+    """Latency statistics of one model at one batch size (milliseconds)."""
+
+    model: str
+    batch: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    std_ms: float
+    throughput: float  # images per second at the median
+
+    def to_dict(self) -> dict:
+        """JSON form."""
+        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
+
+
+def summarize(model: str, batch: int, times_s: list[float]) -> LatencyResult:
+    """Percentiles of a list of per-run times in seconds."""
+    ms = np.asarray(times_s) * 1e3
+    p50, p90, p99 = np.percentile(ms, [50, 90, 99])
+    return LatencyResult(model, batch, float(p50), float(p90), float(p99), float(ms.mean()), float(ms.std()),
+                         batch * 1e3 / float(p50))
+
+
+def _onnx_input_shape(sess, batch: int) -> tuple[int, ...]:
+    shape = sess.get_inputs()[0].shape
+    return tuple(batch if i == 0 else int(d) for i, d in enumerate(shape))
+
+
+def interleaved(fns: dict[str, Callable[[], object]], runs: int, warmup: int, task=None) -> dict[str, list[float]]:
+    """Time each callable ``runs`` times, alternating A B A B … after ``warmup`` rounds."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(runs):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+        if task is not None:
+            task.advance()
+    return times
+
+
+def bench_onnx(
+    paths: list[str | Path],
+    batches: list[int],
+    runs: int = 100,
+    warmup: int = 10,
+    threads: int | None = None,
+    reporter: Reporter | None = None,
+    seed: int = 0,
+) -> list[LatencyResult]:
+    """Measure ONNX Runtime CPU latency of each model at each batch size, interleaved."""
+    rep = reporter or Reporter()
+    sessions = {str(p): ort_session(p, threads) for p in paths}
+    rng = np.random.default_rng(seed)
+    results = []
+    for b in batches:
+        feeds = {name: {INPUT_NAME: rng.standard_normal(_onnx_input_shape(s, b)).astype(np.float32)} for name, s in sessions.items()}
+        fns = {name: (lambda s=s, f=feeds[name]: s.run(None, f)) for name, s in sessions.items()}
+        with rep.task(f"batch {b}", runs) as task:
+            times = interleaved(fns, runs, warmup, task)
+        results += [summarize(name, b, t) for name, t in times.items()]
+    return results

@@ -1,0 +1,33 @@
+"""Top-1 accuracy of whatever the user points at: a spec, an artifact or an ONNX file."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from deploykit.data import ImageDataset, batches
+from deploykit.zoo.base import Preprocess
+
+
+def evaluate_onnx(path: str, ds: ImageDataset, batch_size: int = 256) -> float:
+    """Top-1 of an ONNX file in ONNX Runtime, preprocessing from its sidecar."""
+    from deploykit.export.onnx import INPUT_NAME, ort_session, read_sidecar
+
+    pre = Preprocess.from_dict(read_sidecar(path)["preprocess"])
+    sess = ort_session(path)
+    correct = 0
+    for x, y in batches(ds, pre, batch_size):
+        logits = sess.run(None, {INPUT_NAME: x.numpy()})[0]
+        correct += int((np.argmax(logits, 1) == y.numpy()).sum())
+    return 100.0 * correct / max(len(ds), 1)
+
+
+def evaluate_any(model: str, ds: ImageDataset, weights: str | None = None, input_shape: str | None = None) -> float:
+    """Top-1 of a MODEL spec, artifact DIR or ``.onnx`` file."""
+    if model.endswith(".onnx"):
+        return evaluate_onnx(model, ds)
+    from deploykit.train.loop import evaluate
+    from deploykit.zoo import build_model, check_input, parse_shape
+
+    built = build_model(model, weights=weights, input_shape=parse_shape(input_shape) if input_shape else None)
+    check_input(built)
+    return evaluate(built.model, ds, built.preprocess)

@@ -1,0 +1,220 @@
+"""What a model and each of its channels cost: params, MACs, activation bytes.
+
+:func:`measure` counts a real forward pass (MACs from PyTorch's FlopCounterMode,
+activation bytes from every op's output). :class:`CostModel` predicts the same
+totals for any vector of group widths without touching the model, from the
+shapes recorded when the graph was traced; selection uses it to ask "what does
+one more channel of this group cost now?" after every removal, as neighbours
+shrink.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode
+
+from deploykit.graph.groups import ModelGraph
+
+BYTES = 4  # fp32 activations
+
+
+@dataclass
+class Costs:
+    """Whole-model costs at batch 1."""
+
+    params: int
+    macs: int
+    activation_bytes: int
+
+    def to_dict(self) -> dict[str, int]:
+        """JSON form."""
+        return asdict(self)
+
+    def ratio(self, base: Costs) -> dict[str, float]:
+        """Each cost as a fraction of ``base``."""
+        return {k: getattr(self, k) / max(getattr(base, k), 1) for k in ("params", "macs", "activation_bytes")}
+
+
+class _ActivationCounter(TorchDispatchMode):
+    """Sums the bytes every op writes: fresh outputs and in-place results, not views."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bytes = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        schema = func._schema
+        for ret, val in zip(schema.returns, out if isinstance(out, (tuple, list)) else (out,)):
+            alias = ret.alias_info
+            if isinstance(val, torch.Tensor) and (alias is None or alias.is_write):
+                self.bytes += val.numel() * val.element_size()
+        return out
+
+
+@torch.no_grad()
+def measure(model: nn.Module, example_input: torch.Tensor) -> Costs:
+    """Count params, MACs and activation bytes of one batch-1 forward pass.
+
+    MACs cover convolutions and matrix products (FlopCounterMode's FLOPs / 2);
+    activation bytes are every tensor an op writes, the input excluded.
+    """
+    x = example_input[:1]
+    was = model.training
+    model.eval()
+    flops = FlopCounterMode(display=False)
+    acts = _ActivationCounter()
+    with flops, acts:
+        model(x)
+    model.train(was)
+    params = sum(p.numel() for p in model.parameters())
+    return Costs(params=params, macs=flops.get_total_flops() // 2, activation_bytes=acts.bytes)
+
+
+def _out_shape(node) -> tuple[int, ...] | None:
+    gf = getattr(node, "grad_fn", None)
+    meta = getattr(gf, "_input_metadata", None) if gf is not None else None
+    if not meta:
+        return None
+    return tuple(meta[0].shape)
+
+
+def _per_channel_numel(shape: tuple[int, ...]) -> int:
+    """Elements per channel per sample: channels on dim 1, except token tensors (B, N, C)."""
+    if len(shape) == 3:
+        return shape[1]
+    return int(math.prod(shape[2:])) if len(shape) > 2 else 1
+
+
+@dataclass
+class _Layer:
+    name: str
+    kind: str  # conv | linear | norm
+    base_in: int
+    base_out: int
+    groups: int
+    depthwise: bool
+    kernel: int  # product of kernel dims
+    out_positions: int  # output spatial positions per sample (tokens for linear)
+    bias: bool
+    in_terms: list[tuple[int, float]]
+    out_terms: list[tuple[int, float]]
+
+
+class CostModel:
+    """Predicts params, MACs and activation bytes as functions of group widths.
+
+    Every weighted layer's input and output widths are its original widths minus
+    the channels removed from each group it belongs to (scaled when one group
+    channel maps to several features, as through a flatten). Costs not owned by
+    any group are carried as a constant taken from the measured base.
+    """
+
+    def __init__(self, graph: ModelGraph, base: Costs | None = None) -> None:
+        self.graph = graph
+        self.groups = graph.groups
+        self.index = {g.id: i for i, g in enumerate(self.groups)}
+        # Widths when the model was traced; predictions are relative to them.
+        self.full = [g.channels for g in self.groups]
+        self.layers: dict[str, _Layer] = {}
+        self.act_per_channel = [0.0] * len(self.groups)
+        self.neighbours: list[set[int]] = [set() for _ in self.groups]
+        for gi, g in enumerate(self.groups):
+            self._add_group(gi, g)
+        self.group_layers: list[list[_Layer]] = [[] for _ in self.groups]
+        for lay in self.layers.values():
+            gs = {gi for gi, _ in lay.in_terms + lay.out_terms}
+            for gi in gs:
+                self.neighbours[gi] |= gs
+                self.group_layers[gi].append(lay)
+        self.base = base or measure(graph.model, graph.example_input)
+        full = self.widths_full()
+        self._fixed_macs = self.base.macs - sum(self._layer_macs(lay, full) for lay in self.layers.values())
+        self._fixed_params = self.base.params - sum(self._layer_params(lay, full) for lay in self.layers.values())
+
+    def _add_group(self, gi: int, g) -> None:
+        channels = self.full[gi]
+        seen_tensors = set()
+        for it in g.items:
+            share = len(it.idxs) / max(channels, 1)
+            shape = _out_shape(it.node)
+            if it.out and shape is not None and id(it.node) not in seen_tensors:
+                seen_tensors.add(id(it.node))
+                self.act_per_channel[gi] += share * _per_channel_numel(shape) * BYTES
+            mod = it.module
+            if mod is None or not any(True for _ in mod.parameters(recurse=False)):
+                continue
+            lay = self.layers.get(it.name) or self._new_layer(it.name, mod, shape)
+            if lay is None:
+                continue
+            self.layers[it.name] = lay
+            (lay.out_terms if it.out else lay.in_terms).append((gi, share))
+
+    def _new_layer(self, name: str, mod: nn.Module, shape) -> _Layer | None:
+        node = self.graph.dg.module2node.get(mod)
+        shape = _out_shape(node) if node is not None else shape
+        positions = _per_channel_numel(shape) if shape is not None else 1
+        if isinstance(mod, nn.modules.conv._ConvNd):
+            dw = mod.groups == mod.in_channels == mod.out_channels and mod.groups > 1
+            return _Layer(name, "conv", mod.in_channels, mod.out_channels, mod.groups, dw,
+                          int(math.prod(mod.kernel_size)), positions, mod.bias is not None, [], [])
+        if isinstance(mod, nn.Linear):
+            tokens = shape[1] if shape is not None and len(shape) == 3 else 1
+            return _Layer(name, "linear", mod.in_features, mod.out_features, 1, False, 1, tokens, mod.bias is not None, [], [])
+        n = sum(p.numel() for p in mod.parameters(recurse=False))
+        width = getattr(mod, "num_features", None) or getattr(mod, "num_channels", None)
+        if width is None and isinstance(mod, nn.LayerNorm):
+            width = mod.normalized_shape[-1]
+        if not width:
+            return None
+        return _Layer(name, "norm", width, width, 1, False, n // width, 0, False, [], [])
+
+    def widths_full(self) -> list[int]:
+        """Original channel count of every group."""
+        return list(self.full)
+
+    def widths(self) -> list[int]:
+        """Current channel count of every group."""
+        return [len(g.kept) for g in self.groups]
+
+    def _dims(self, lay: _Layer, w: list[int]) -> tuple[float, float]:
+        cin = lay.base_in - sum((self.full[g] - w[g]) * s for g, s in lay.in_terms)
+        cout = lay.base_out - sum((self.full[g] - w[g]) * s for g, s in lay.out_terms)
+        return cin, cout
+
+    def _layer_macs(self, lay: _Layer, w: list[int]) -> float:
+        cin, cout = self._dims(lay, w)
+        if lay.kind == "norm":
+            return 0.0
+        if lay.depthwise:
+            return cout * lay.kernel * lay.out_positions
+        return cout * (cin / lay.groups) * lay.kernel * lay.out_positions
+
+    def _layer_params(self, lay: _Layer, w: list[int]) -> float:
+        cin, cout = self._dims(lay, w)
+        if lay.kind == "norm":
+            return cout * lay.kernel
+        per_out = lay.kernel if lay.depthwise else (cin / lay.groups) * lay.kernel
+        return cout * per_out + (cout if lay.bias else 0)
+
+    def predict(self, w: list[int] | None = None) -> Costs:
+        """Predicted whole-model costs for group widths ``w`` (current widths by default)."""
+        w = self.widths() if w is None else w
+        macs = self._fixed_macs + sum(self._layer_macs(lay, w) for lay in self.layers.values())
+        params = self._fixed_params + sum(self._layer_params(lay, w) for lay in self.layers.values())
+        act = self.base.activation_bytes - sum((self.full[g] - w[g]) * self.act_per_channel[g] for g in range(len(w)))
+        return Costs(params=round(params), macs=round(macs), activation_bytes=round(act))
+
+    def saving(self, gi: int, k: int, w: list[int]) -> dict[str, float]:
+        """What removing ``k`` more channels of group ``gi`` saves, at widths ``w``."""
+        w2 = list(w)
+        w2[gi] -= k
+        layers = self.group_layers[gi]
+        macs = sum(self._layer_macs(lay, w) - self._layer_macs(lay, w2) for lay in layers)
+        params = sum(self._layer_params(lay, w) - self._layer_params(lay, w2) for lay in layers)
+        return {"macs": macs, "params": params, "memory": k * self.act_per_channel[gi]}

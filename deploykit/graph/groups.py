@@ -1,0 +1,213 @@
+"""Coupled channel groups, built on Torch-Pruning's DependencyGraph.
+
+A :class:`Group` is the set of channels that must be removed together: every
+layer writing into one residual stream, a depthwise conv and its producer, the
+consumers whose input channels shrink with them. :class:`ModelGraph` keeps, for
+every group, the original indices of the channels still present (``kept``), so
+a selection made at any point is recorded in the original numbering.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from deploykit.errors import UnsupportedModelError
+
+# Ops the dependency graph treats as element-wise although they change the
+# channel count: a group through them would be pruned inconsistently.
+CHANNEL_CHANGING_OPS = {"ConstantPadNdBackward0": "channel zero-padding (F.pad on the channel dim)"}
+
+
+@dataclass
+class Item:
+    """One member of a group: a node whose output (``out``) or input (``in``) channels shrink.
+
+    ``idxs[i]`` is the position in that node's tensor of the group's channel ``root_idxs[i]``.
+    """
+
+    node: object
+    name: str
+    module: nn.Module | None
+    out: bool
+    idxs: list[int]
+    root_idxs: list[int]
+
+
+@dataclass
+class Group:
+    """Coupled channels that are removed together.
+
+    Attributes:
+        id: the root layer's module path (the layer whose output channels define the group).
+        channels: the group's current channel count.
+        kept: original indices of the channels still present.
+        prunable: whether deploykit will remove channels from it.
+        reason: why not, when not prunable.
+    """
+
+    id: str
+    root: nn.Module
+    channels: int
+    kept: list[int]
+    items: list[Item] = field(repr=False)
+    prunable: bool = True
+    reason: str | None = None
+
+    @property
+    def layers(self) -> list[str]:
+        """Named member layers, in graph order, without repeats."""
+        return list(dict.fromkeys(i.name for i in self.items if i.module is not None))
+
+    @property
+    def consumers(self) -> list[str]:
+        """Named layers whose input channels shrink with the group."""
+        return list(dict.fromkeys(i.name for i in self.items if i.module is not None and not i.out))
+
+    def to_dict(self) -> dict:
+        """The JSON form used by ``inspect``."""
+        return {
+            "id": self.id,
+            "layers": self.layers,
+            "consumers": self.consumers,
+            "channels": self.channels,
+            "prunable": self.prunable,
+            "reason": self.reason,
+        }
+
+
+def _is_weighted(module: object) -> bool:
+    return isinstance(module, nn.Module) and any(True for _ in module.parameters(recurse=False))
+
+
+def _under(name: str, prefixes: Sequence[str]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+class ModelGraph:
+    """The model's coupled channel groups, and physical removal of their channels.
+
+    Args:
+        model: the model (pruned in place by :meth:`remove`).
+        example_input: a batch-1 input used to trace the graph.
+        ignore: module paths whose groups are left untouched (a path covers its submodules).
+    """
+
+    def __init__(self, model: nn.Module, example_input: torch.Tensor, ignore: Sequence[str] = ()) -> None:
+        self.model = model
+        self.example_input = example_input
+        self.ignore = list(ignore)
+        names = {n for n, _ in model.named_modules()}
+        for p in self.ignore:
+            if p not in names:
+                raise UnsupportedModelError(f"--ignore {p!r} names no module of the model")
+        self.dg = self._build()
+        self.groups: list[Group] = self._collect_groups()
+        self.full_widths = [g.channels for g in self.groups]
+        self._by_id = {g.id: g for g in self.groups}
+
+    def _build(self) -> tp.DependencyGraph:
+        was_training = self.model.training
+        try:
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+                warnings.simplefilter("ignore")
+                dg = tp.DependencyGraph().build_dependency(self.model, self.example_input, verbose=False)
+        except Exception as e:  # noqa: BLE001 - the graph library's errors become one user-facing line
+            msg = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+            raise UnsupportedModelError(
+                f"cannot build the channel dependency graph ({type(e).__name__}: {msg}); "
+                "exclude the offending submodule with --ignore MODULE"
+            ) from None
+        finally:
+            self.model.train(was_training)
+        return dg
+
+    def name_of(self, node) -> str:
+        """Module path of a graph node (``<op>`` names for functional ops)."""
+        name = self.dg._module2name.get(node.module)
+        return name if name is not None else f"<{type(node.module).__name__}:{getattr(node.module, 'id', '')}>"
+
+    def tp_group(self, group: Group) -> tp.Group:
+        """A fresh Torch-Pruning group over all current channels (index maps refreshed)."""
+        pruner = self.dg.get_pruner_of_module(group.root)
+        return self.dg.get_pruning_group(group.root, pruner.prune_out_channels, list(range(group.channels)))
+
+    def _items(self, tpg: tp.Group) -> list[Item]:
+        items = []
+        for it in tpg:
+            dep = it.dep
+            node = dep.target
+            mod = node.module if isinstance(node.module, nn.Module) and node.module in self.dg._module2name else None
+            items.append(
+                Item(node, self.name_of(node), mod, self.dg.is_out_channel_pruning_fn(dep.handler), list(it.idxs), list(it.root_idxs))
+            )
+        return items
+
+    def _collect_groups(self) -> list[Group]:
+        groups = []
+        seen: set[nn.Module] = set()
+        for m, node in list(self.dg.module2node.items()):
+            if not isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)) or m in seen:
+                continue
+            pruner = self.dg.get_pruner_of_module(m)
+            if pruner is None or pruner.get_out_channels(m) is None:
+                continue
+            channels = pruner.get_out_channels(m)
+            tpg = self.dg.get_pruning_group(m, pruner.prune_out_channels, list(range(channels)))
+            items = self._items(tpg)
+            for it in items:
+                if it.out and it.module is not None:
+                    seen.add(it.module)
+            g = Group(self.dg._module2name[m], m, channels, list(range(channels)), items)
+            g.prunable, g.reason = self._check(g)
+            groups.append(g)
+        return groups
+
+    def _check(self, g: Group) -> tuple[bool, str | None]:
+        for it in g.items:
+            gf = getattr(it.node, "grad_fn", None)
+            op = gf.name() if gf is not None and hasattr(gf, "name") else ""
+            if op in CHANNEL_CHANGING_OPS:
+                return False, f"unsupported op: {CHANNEL_CHANGING_OPS[op]} near {g.id}"
+        for it in g.items:
+            if it.out and (not it.node.outputs or any(isinstance(o.module, tp.ops._OutputOp) for o in it.node.outputs)):
+                return False, f"model output ({it.name})"
+        if _under(g.id, self.ignore):
+            return False, "ignored"
+        coupled = [it.name for it in g.items if it.module is not None and _under(it.name, self.ignore)]
+        if coupled:
+            return False, f"coupled to an ignored layer ({coupled[0]})"
+        if g.channels < 2:
+            return False, "a single channel"
+        return True, None
+
+    def get(self, gid: str) -> Group:
+        """The group whose root layer is ``gid``."""
+        return self._by_id[gid]
+
+    def prunable(self) -> list[Group]:
+        """Groups deploykit will remove channels from."""
+        return [g for g in self.groups if g.prunable]
+
+    def remove(self, gid: str, original_idxs: Iterable[int]) -> None:
+        """Physically remove channels (original numbering) from a group and all coupled layers."""
+        g = self._by_id[gid]
+        drop = set(original_idxs)
+        pos = [i for i, k in enumerate(g.kept) if k in drop]
+        if not pos:
+            return
+        if len(pos) >= g.channels:
+            raise ValueError(f"cannot remove every channel of group {gid}")
+        pruner = self.dg.get_pruner_of_module(g.root)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.dg.get_pruning_group(g.root, pruner.prune_out_channels, pos).prune(record_history=False)
+        g.kept = [k for k in g.kept if k not in drop]
+        g.channels = len(g.kept)

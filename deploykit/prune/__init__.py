@@ -1,0 +1,1 @@
+"""Physical channel removal, plans and artifacts."""
