@@ -25,5 +25,9 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
+# nvcc fatbins for sm_75/86/87/90 (+PTX), architectures checked in the output.
+kernels: $(STAMP)
+	$(BIN)/python -m deploykit.runtime.kernels.build
+
 clean:
 	rm -rf build *.egg-info .pytest_cache

@@ -1,0 +1,87 @@
+"""Run-time compilation of the ``.cu`` kernels with NVRTC, for one GPU architecture.
+
+One package serves every GPU: on the device, the kernels compile for that device's own
+SM (``sm_72`` on Xavier, ``sm_87`` on Orin, ``sm_86`` on a desktop RTX 30xx, ...) with the
+device's own NVRTC, and the cubin is cached by source hash, architecture and NVRTC
+version. NVRTC needs no GPU, so the compile itself is tested on machines without one.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from types import ModuleType
+
+from deploykit.errors import DeployKitError
+from deploykit.runtime.kernels import sources
+
+OPTIONS = ("--fmad=false", "--std=c++17")  # --fmad=false: round like the host build
+
+
+def nvrtc_module() -> ModuleType:
+    """cuda-python's NVRTC bindings (``cuda.bindings.nvrtc``, or ``cuda.nvrtc`` before 12.6)."""
+    try:
+        from cuda.bindings import nvrtc
+    except ImportError:
+        try:
+            from cuda import nvrtc  # type: ignore[no-redef]
+        except ImportError:
+            raise DeployKitError("NVRTC is not available: pip install cuda-python (deploykit[gpu])") from None
+    return nvrtc
+
+
+def _check(nvrtc: ModuleType, result: tuple, what: str, prog=None) -> tuple:
+    err, *rest = result
+    if int(err) != 0:
+        log = _log(nvrtc, prog) if prog is not None else ""
+        raise DeployKitError(f"NVRTC {what} failed ({err}): {log.strip().splitlines()[0] if log.strip() else ''}")
+    return tuple(rest)
+
+
+def _log(nvrtc: ModuleType, prog) -> str:
+    err, size = nvrtc.nvrtcGetProgramLogSize(prog)
+    buf = b" " * size
+    nvrtc.nvrtcGetProgramLog(prog, buf)
+    return buf.decode(errors="replace").rstrip("\x00")
+
+
+def version() -> tuple[int, int]:
+    """NVRTC's (major, minor)."""
+    nvrtc = nvrtc_module()
+    major, minor = _check(nvrtc, nvrtc.nvrtcVersion(), "version")
+    return int(major), int(minor)
+
+
+def compile_cubin(source: str, arch: int, cache: bool = True) -> tuple[bytes, bool]:
+    """Compile ``kernels/SOURCE`` to a cubin for ``sm_ARCH``.
+
+    Returns:
+        ``(cubin bytes, came_from_cache)``.
+    """
+    if source not in sources.CUDA_SOURCES:
+        raise DeployKitError(f"unknown kernel source {source!r}; valid: {', '.join(sources.CUDA_SOURCES)}")
+    nvrtc = nvrtc_module()
+    ver = "%d.%d" % version()
+    opts = (*OPTIONS, f"--gpu-architecture=sm_{arch}", f"--include-path={sources.include_dir()}")
+    key = sources.source_hash(source, ver, *OPTIONS, str(arch))
+    path = sources.cache_dir() / "nvrtc" / f"{Path(source).stem}-sm{arch}-{key}.cubin"
+    if cache and path.is_file():
+        return path.read_bytes(), True
+    text = (sources.kernels_dir() / source).read_bytes()
+    (prog,) = _check(nvrtc, nvrtc.nvrtcCreateProgram(text, source.encode(), 0, [], []), "create")
+    try:
+        result = nvrtc.nvrtcCompileProgram(prog, len(opts), [o.encode() for o in opts])
+        _check(nvrtc, result, f"compile of {source} for sm_{arch}", prog)
+        (size,) = _check(nvrtc, nvrtc.nvrtcGetCUBINSize(prog), "cubin size")
+        buf = b" " * size
+        _check(nvrtc, nvrtc.nvrtcGetCUBIN(prog, buf), "get cubin")
+    finally:
+        nvrtc.nvrtcDestroyProgram(prog)
+    if cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".cubin-")
+        with os.fdopen(fd, "wb") as f:
+            f.write(buf)
+        os.replace(tmp, path)
+    return bytes(buf), False
