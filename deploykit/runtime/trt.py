@@ -1,0 +1,380 @@
+"""TensorRT backend: build engines from ONNX and run them, on TensorRT 8.6, 10 and 11.
+
+The differences between TensorRT versions live in :func:`features` and the small
+functions beside it, and nowhere else:
+
+=========  ==============================  ==========================================
+version    network creation flags          precision
+=========  ==============================  ==========================================
+8.6        EXPLICIT_BATCH                  weakly typed: BuilderFlag.FP16 / INT8 let the
+                                           builder use the graph's fp16 casts and Q/DQ
+10.x       STRONGLY_TYPED                  from the graph (flags would be refused)
+11.x       STRONGLY_TYPED where the enum   from the graph; FP16/INT8 flags and
+           still has it (always on)        calibrators no longer exist
+=========  ==============================  ==========================================
+
+Building uses the name-based API everywhere: ``build_serialized_network``, an
+optimization profile for a dynamic batch, a timing cache file reused across builds and
+a workspace limit; running uses ``set_input_shape`` / ``set_tensor_address`` /
+``execute_async_v3`` on a CUDA stream (8.5+). ``tensorrt`` is imported only inside
+functions, and only after :func:`require_gpu`: creating a TensorRT runtime without a
+device logs an error and the next call segfaults.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib
+import queue
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from deploykit.atomic import atomic_file
+from deploykit.errors import DeployKitError
+from deploykit.runtime.base import Runner, TensorMeta
+
+MIN_VERSION = (8, 6)
+DEFAULT_WORKSPACE = 1 << 30  # 1 GiB: enough tactics for CNNs, fits a Jetson Orin Nano
+
+
+@dataclass(frozen=True)
+class TrtFeatures:
+    """What one TensorRT version needs and offers (the single dispatch point)."""
+
+    version: tuple[int, int]
+    explicit_batch_flag: bool  # 8.x: networks must be created with EXPLICIT_BATCH
+    strongly_typed_flag: bool  # the STRONGLY_TYPED creation flag exists and is used
+    precision_flags: bool  # weakly typed builds need BuilderFlag.FP16 / INT8 to use them
+
+
+def parse_version(text: str) -> tuple[int, int]:
+    """``"10.3.0.26"`` → ``(10, 3)``."""
+    parts = (text.split(".") + ["0"])[:2]
+    try:
+        return int(parts[0]), int(parts[1])
+    except ValueError:
+        raise DeployKitError(f"cannot read the TensorRT version {text!r}") from None
+
+
+def features(trt: ModuleType) -> TrtFeatures:
+    """The version-dependent behaviour for the imported ``tensorrt`` module."""
+    version = parse_version(getattr(trt, "__version__", "0.0"))
+    if version < MIN_VERSION:
+        raise DeployKitError(
+            f"TensorRT {trt.__version__} is too old: deploykit needs {MIN_VERSION[0]}.{MIN_VERSION[1]} or newer "
+            "(the name-based tensor API and execute_async_v3)"
+        )
+    has_strong = hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED")
+    major = version[0]
+    return TrtFeatures(
+        version=version,
+        explicit_batch_flag=major < 10,
+        strongly_typed_flag=major >= 10 and has_strong,
+        precision_flags=major < 10,
+    )
+
+
+def network_flags(trt: ModuleType, feats: TrtFeatures) -> int:
+    """The ``create_network`` flags for this version."""
+    flags = 0
+    if feats.explicit_batch_flag:
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    if feats.strongly_typed_flag:
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    return flags
+
+
+def precision_builder_flags(trt: ModuleType, feats: TrtFeatures, precision: str) -> list[Any]:
+    """Builder flags a weakly typed build needs to honour the graph's precision."""
+    if not feats.precision_flags or precision == "fp32":
+        return []
+    if precision == "fp16":
+        return [trt.BuilderFlag.FP16]
+    # Q/DQ (explicit quantization) on 8.6 still needs INT8 enabled; FP16 lets the layers
+    # left unquantized run in half precision rather than fp32.
+    return [trt.BuilderFlag.INT8, trt.BuilderFlag.FP16]
+
+
+# Every TensorRT name deploykit calls, by class. A test checks them against the real
+# bindings when tensorrt imports, and the fake module the CPU tests use provides exactly these.
+API_NAMES: dict[str, tuple[str, ...]] = {
+    "Logger": ("WARNING",),
+    "Builder": ("create_network", "create_builder_config", "create_optimization_profile", "build_serialized_network"),
+    "IBuilderConfig": ("set_memory_pool_limit", "create_timing_cache", "set_timing_cache", "get_timing_cache",
+                       "add_optimization_profile", "set_flag"),
+    "ITimingCache": ("serialize",),
+    "IOptimizationProfile": ("set_shape",),
+    "OnnxParser": ("parse_from_file", "num_errors", "get_error"),
+    "INetworkDefinition": ("num_inputs", "get_input"),
+    "ITensor": ("name", "shape"),
+    "Runtime": ("deserialize_cuda_engine",),
+    "ICudaEngine": ("num_io_tensors", "get_tensor_name", "get_tensor_mode", "get_tensor_dtype", "get_tensor_shape",
+                    "create_execution_context"),
+    "IExecutionContext": ("set_input_shape", "get_tensor_shape", "set_tensor_address", "execute_async_v3"),
+    "MemoryPoolType": ("WORKSPACE",),
+    "TensorIOMode": ("INPUT", "OUTPUT"),
+    "NetworkDefinitionCreationFlag": (),  # EXPLICIT_BATCH (8.x) / STRONGLY_TYPED (10+): see features()
+    "BuilderFlag": (),  # FP16 / INT8 on 8.x only
+}
+
+
+def missing_api(trt: ModuleType) -> list[str]:
+    """``Class.attr`` names from :data:`API_NAMES` the given module lacks (plus version-specific ones)."""
+    feats = features(trt)
+    need = {k: list(v) for k, v in API_NAMES.items()}
+    if feats.explicit_batch_flag:
+        need["NetworkDefinitionCreationFlag"].append("EXPLICIT_BATCH")
+    if feats.version[0] == 10:  # 11 may drop the flag: strong typing is then the only mode
+        need["NetworkDefinitionCreationFlag"].append("STRONGLY_TYPED")
+    if feats.precision_flags:
+        need["BuilderFlag"] += ["FP16", "INT8"]
+    out = []
+    for cls, attrs in need.items():
+        obj = getattr(trt, cls, None)
+        if obj is None:
+            out.append(cls)
+            continue
+        out += [f"{cls}.{a}" for a in attrs if not hasattr(obj, a)]
+    out += [f for f in ("nptype",) if not hasattr(trt, f)]
+    return out
+
+
+# -- availability -------------------------------------------------------------------
+@dataclass(frozen=True)
+class TrtStatus:
+    """Whether TensorRT can run here, and why not."""
+
+    ok: bool
+    reason: str
+
+
+@functools.lru_cache(maxsize=None)
+def trt_status() -> TrtStatus:
+    """A GPU first (TensorRT without one crashes), then ``import tensorrt``."""
+    from deploykit.runtime.cuda import gpu_status
+
+    gpu = gpu_status()
+    if not gpu.ok:
+        return TrtStatus(False, f"no GPU: {gpu.reason}")
+    try:
+        importlib.import_module("tensorrt")
+    except ImportError as e:
+        return TrtStatus(False, f"TensorRT is not installed ({e}); pip install 'deploykit[gpu]' or use JetPack's")
+    return TrtStatus(True, "GPU and TensorRT present")
+
+
+def require_gpu(onnx_hint: str | Path | None = None) -> ModuleType:
+    """``tensorrt``, imported only once a device is known to exist.
+
+    Raises:
+        DeployKitError: no GPU or no TensorRT; names the ONNX file to take to a GPU machine.
+    """
+    status = trt_status()
+    if not status.ok:
+        where = f"; the ONNX file is {onnx_hint} (build the engine on the target: see its bundle)" if onnx_hint else ""
+        raise DeployKitError(f"TensorRT needs a CUDA GPU and none is usable here ({status.reason}){where}")
+    return importlib.import_module("tensorrt")
+
+
+# -- building -----------------------------------------------------------------------
+@dataclass
+class BuildConfig:
+    """Engine build settings.
+
+    Attributes:
+        precision: the precision already in the ONNX graph (``fp32``, ``fp16``, ``int8``).
+        batch: ``(min, opt, max)`` batch sizes of the optimization profile.
+        workspace: workspace memory pool limit in bytes.
+        timing_cache: file to load tactic timings from and save them to (None: off).
+    """
+
+    precision: str = "fp32"
+    batch: tuple[int, int, int] = (1, 1, 8)
+    workspace: int = DEFAULT_WORKSPACE
+    timing_cache: str | Path | None = None
+
+
+def build_engine(onnx_path: str | Path, engine_path: str | Path, cfg: BuildConfig | None = None,
+                 trt: ModuleType | None = None) -> dict[str, Any]:
+    """Parse ``onnx_path``, build a serialized engine and write it atomically.
+
+    Args:
+        trt: the tensorrt module (tests pass a fake; normally imported after a GPU check).
+
+    Returns:
+        ``{"engine": path, "tensorrt": version, "strongly_typed": bool, "flags": [...]}``.
+    """
+    cfg = cfg or BuildConfig()
+    trt = trt or require_gpu(onnx_path)
+    feats = features(trt)
+    if not Path(onnx_path).is_file():
+        raise DeployKitError(f"ONNX file {onnx_path} does not exist")
+    lo, opt, hi = cfg.batch
+    if not 1 <= lo <= opt <= hi:
+        raise DeployKitError(f"batch profile must satisfy 1 <= min <= opt <= max, got {cfg.batch}")
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(network_flags(trt, feats))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise DeployKitError(f"TensorRT cannot parse {onnx_path}: {errors[:300]}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(cfg.workspace))
+    flags = precision_builder_flags(trt, feats, cfg.precision)
+    for flag in flags:
+        config.set_flag(flag)
+    profile = builder.create_optimization_profile()
+    for i in range(network.num_inputs):
+        tensor = network.get_input(i)
+        dims = tuple(tensor.shape)
+        if any(d < 0 for d in dims[1:]):
+            raise DeployKitError(f"input {tensor.name} has dynamic dimensions besides the batch: {dims}")
+        profile.set_shape(tensor.name, (lo, *dims[1:]), (opt, *dims[1:]), (hi, *dims[1:]))
+    config.add_optimization_profile(profile)
+    cache_file = Path(cfg.timing_cache) if cfg.timing_cache else None
+    cache = config.create_timing_cache(cache_file.read_bytes() if cache_file and cache_file.is_file() else b"")
+    config.set_timing_cache(cache, False)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise DeployKitError(f"TensorRT failed to build an engine from {onnx_path} (see its log above)")
+    with atomic_file(engine_path) as tmp:
+        tmp.write_bytes(bytes(serialized))
+    if cache_file is not None:
+        with atomic_file(cache_file) as tmp:
+            tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
+    return {"engine": str(engine_path), "tensorrt": ".".join(map(str, feats.version)),
+            "strongly_typed": feats.strongly_typed_flag or feats.version[0] >= 11,
+            "flags": [str(f) for f in flags], "batch_profile": list(cfg.batch), "workspace": int(cfg.workspace)}
+
+
+# -- running ------------------------------------------------------------------------
+class _Slot:
+    """One execution context with its own stream and device buffers (one call at a time)."""
+
+    def __init__(self, engine: Any, api: Any) -> None:
+        self.context = engine.create_execution_context()
+        self.stream = api.stream()
+        self.buffers: dict[str, tuple[int, int]] = {}  # name -> (ptr, nbytes)
+
+    def buffer(self, api: Any, name: str, nbytes: int) -> int:
+        ptr, size = self.buffers.get(name, (0, 0))
+        if size < nbytes:
+            if ptr:
+                api.free(ptr)
+            ptr, size = api.malloc(nbytes), nbytes
+            self.buffers[name] = (ptr, size)
+        return ptr
+
+
+class TrtRunner(Runner):
+    """Run a TensorRT engine; an ONNX file or bundle is built into a cached engine first.
+
+    Thread safety: a pool of ``contexts`` execution contexts, each with its own CUDA
+    stream and buffers; a call takes one from the pool and returns it when done.
+    """
+
+    backend = "trt"
+
+    def __init__(self, path: str | Path, contexts: int = 2, build: BuildConfig | None = None, trt: ModuleType | None = None,
+                 cuda: Any = None) -> None:
+        super().__init__()
+        self.path, self.contexts, self.build_cfg = Path(path), contexts, build
+        self._trt, self._api = trt, cuda
+
+    def _engine_bytes(self, trt: ModuleType) -> bytes:
+        from deploykit.runtime.base import onnx_path_of
+
+        if self.path.suffix in (".engine", ".plan"):
+            if not self.path.is_file():
+                raise DeployKitError(f"engine file {self.path} does not exist")
+            return self.path.read_bytes()
+        onnx = onnx_path_of(self.path)
+        from deploykit.runtime.kernels.sources import cache_dir
+
+        key = hashlib.sha256(onnx.read_bytes() + trt.__version__.encode()).hexdigest()[:16]
+        engine = cache_dir().parent / "engines" / f"{onnx.stem}-{key}.engine"
+        if not engine.is_file():
+            cfg = self.build_cfg or BuildConfig(precision=_sidecar_precision(onnx),
+                                                timing_cache=engine.parent / "timing.cache")
+            build_engine(onnx, engine, cfg, trt=trt)
+        return engine.read_bytes()
+
+    def activate_impl(self) -> None:
+        from deploykit.runtime.cuda import cuda_api
+
+        hint = self.path if self.path.suffix == ".onnx" else None
+        trt = self._trt or require_gpu(hint)
+        features(trt)
+        self.trt = trt
+        self.api = self._api or cuda_api()
+        self.logger = trt.Logger(trt.Logger.WARNING)
+        self.runtime = trt.Runtime(self.logger)
+        self.engine = self.runtime.deserialize_cuda_engine(self._engine_bytes(trt))
+        if self.engine is None:
+            raise DeployKitError(f"TensorRT cannot deserialize {self.path} (built by another TensorRT version or GPU?)")
+        self._inputs, self._outputs = {}, {}
+        for i in range(self.engine.num_io_tensors):
+            name = self.engine.get_tensor_name(i)
+            meta = TensorMeta(name, np.dtype(trt.nptype(self.engine.get_tensor_dtype(name))),
+                              tuple(None if d < 0 else int(d) for d in self.engine.get_tensor_shape(name)))
+            is_input = self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
+            (self._inputs if is_input else self._outputs)[name] = meta
+        self._pool: queue.Queue[_Slot] = queue.Queue()
+        self._slots = [_Slot(self.engine, self.api) for _ in range(max(1, self.contexts))]
+        for s in self._slots:
+            self._pool.put(s)
+        self._lock = threading.Lock()
+
+    def deactivate_impl(self) -> None:
+        for s in self._slots:
+            for ptr, _ in s.buffers.values():
+                self.api.free(ptr)
+        self._slots, self.engine, self.runtime = [], None, None
+
+    def get_input_metadata_impl(self) -> dict[str, TensorMeta]:
+        return self._inputs
+
+    def get_output_metadata_impl(self) -> dict[str, TensorMeta]:
+        return self._outputs
+
+    def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        slot = self._pool.get()
+        try:
+            ctx, api, stream = slot.context, self.api, slot.stream
+            for name, arr in feed.items():
+                arr = np.ascontiguousarray(arr)
+                ctx.set_input_shape(name, tuple(arr.shape))
+                ptr = slot.buffer(api, name, arr.nbytes)
+                api.htod(ptr, arr, stream)
+                ctx.set_tensor_address(name, ptr)
+            outs = {}
+            for name, meta in self._outputs.items():
+                out = np.empty(tuple(ctx.get_tensor_shape(name)), dtype=meta.dtype)
+                ctx.set_tensor_address(name, slot.buffer(api, name, out.nbytes))
+                outs[name] = out
+            if not ctx.execute_async_v3(api.stream_handle(stream)):
+                raise DeployKitError("TensorRT execute_async_v3 failed (see its log)")
+            for name, out in outs.items():
+                api.dtoh(out, slot.buffers[name][0], stream)
+            api.synchronize(stream)
+            return outs
+        finally:
+            self._pool.put(slot)
+
+
+def _sidecar_precision(onnx: Path) -> str:
+    from deploykit.export.onnx import sidecar_path
+
+    p = sidecar_path(onnx)
+    if p.is_file():
+        import json
+
+        return json.loads(p.read_text()).get("precision", "fp32")
+    return "fp32"
