@@ -18,8 +18,8 @@ __all__ = ["compress", "load", "export_onnx", "build_model"]
 
 
 def compress(**kwargs: Any) -> dict[str, Any]:
-    """Compress a model and write an artifact; see :class:`deploykit.compress.CompressConfig`."""
-    from deploykit.compress import compress as _compress
+    """Compress a model and write an artifact; see :class:`deploykit.compression.CompressConfig`."""
+    from deploykit.compression import compress as _compress
 
     return _compress(**kwargs)
 

@@ -12,6 +12,13 @@ from deploykit.errors import DeployKitError
 T = TypeVar("T")
 
 
+def unknown_name_message(kind: str, name: str, valid: list[str]) -> str:
+    """``unknown KIND 'NAME' (did you mean 'X'?); valid: a, b, c``."""
+    close = difflib.get_close_matches(name, valid, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown {kind} {name!r}{hint}; valid: {', '.join(sorted(valid))}"
+
+
 class Registry(Generic[T]):
     """A named collection of factories or objects.
 
@@ -43,9 +50,7 @@ class Registry(Generic[T]):
 
     def unknown_message(self, name: str) -> str:
         """The one-line error for an unknown name: a suggestion and the valid names."""
-        close = difflib.get_close_matches(name, self._entries, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        return f"unknown {self.kind} {name!r}{hint}; valid: {', '.join(self.names())}"
+        return unknown_name_message(self.kind, name, self.names())
 
     def names(self, pattern: str = "*") -> list[str]:
         """Sorted registered names matching a shell-style wildcard."""

@@ -36,7 +36,7 @@ MACs <= target x the original's; write DIR/plan.json, DIR/model.safetensors and 
 @json_option
 def compress(out_dir: Path, json_path: Path | None, ignore: tuple[str, ...], **kwargs) -> None:
     """Compress to a MACs target."""
-    from deploykit.compress import compress as run
+    from deploykit.compression import compress as run
     from deploykit.progress import RichReporter
 
     report = run(reporter=RichReporter(), out=str(out_dir), ignore=list(ignore), **kwargs)

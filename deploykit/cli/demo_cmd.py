@@ -23,7 +23,7 @@ models to ONNX, check ONNX Runtime parity, benchmark both interleaved, and print
 def demo(out_dir: Path | None, target_macs: float, finetune_epochs: float, runs: int, json_path: Path | None) -> None:
     """Run the demo."""
     from deploykit.bench.latency import bench_onnx
-    from deploykit.compress import compress
+    from deploykit.compression import compress
     from deploykit.errors import ParityError
     from deploykit.export.onnx import PARITY_TOLERANCE, check_parity, export_onnx
     from deploykit.progress import RichReporter

@@ -21,10 +21,10 @@ one). MODEL may also be an .onnx file exported by deploykit (run in ONNX Runtime
 def eval_(model: str, data: str, limit: int | None, weights: str | None, input_shape: str | None, json_path: Path | None) -> None:
     """Evaluate top-1."""
     from deploykit.data import load_dataset
-    from deploykit.data.splits import SPLITS, with_split
+    from deploykit.data.splits import names_split, with_split
     from deploykit.evaluate import evaluate_any
 
-    spec = data if any(s in data.split(":")[1:] for s in SPLITS) else with_split(data, "test")
+    spec = data if names_split(data) else with_split(data, "test")
     ds = load_dataset(spec).subset(limit)
     top1 = evaluate_any(model, ds, weights=weights, input_shape=input_shape)
     out(f"{model}: top-1 {top1:.2f}% on {len(ds)} images of {spec}")

@@ -3,20 +3,29 @@
 from __future__ import annotations
 
 SPLITS = ("train", "test")
+CIFAR_VARIANTS = ("lossless", "jpeg75")
 
 
 def with_split(spec: str, split: str) -> str:
     """``spec`` with its split set to ``split`` where the dataset has splits.
 
     ``digits`` → ``digits:train``; ``cifar10:DIR:test:jpeg75`` → ``cifar10:DIR:train:jpeg75``;
-    ``imagefolder:DIR`` is returned as is (one folder, no splits).
+    ``imagefolder:DIR`` is returned as is (one folder, no splits). A spec whose
+    split field holds something else is returned unchanged, for the loader to reject.
     """
     kind, *args = spec.split(":")
     if kind == "digits":
-        return f"digits:{split}"
+        return f"digits:{split}" if not args or args[0] in SPLITS else spec
     if kind == "cifar10" and args:
         rest = args[1:]
         if rest and rest[0] in SPLITS:
             rest = rest[1:]
+        elif rest and rest[0] not in CIFAR_VARIANTS:
+            return spec
         return ":".join(["cifar10", args[0], split, *rest])
     return spec
+
+
+def names_split(spec: str) -> bool:
+    """Whether the spec names a split explicitly."""
+    return any(part in SPLITS for part in spec.split(":")[1:])

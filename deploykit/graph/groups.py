@@ -116,7 +116,8 @@ class ModelGraph:
     def _build(self) -> tp.DependencyGraph:
         was_training = self.model.training
         try:
-            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            # Tracing follows autograd, so it must work even when called under no_grad.
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), torch.enable_grad():
                 warnings.simplefilter("ignore")
                 dg = tp.DependencyGraph().build_dependency(self.model, self.example_input, verbose=False)
         except Exception as e:  # noqa: BLE001 - the graph library's errors become one user-facing line
@@ -153,8 +154,9 @@ class ModelGraph:
     def _collect_groups(self) -> list[Group]:
         groups = []
         seen: set[nn.Module] = set()
-        for m, node in list(self.dg.module2node.items()):
-            if not isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)) or m in seen:
+        # Definition order makes the root (and so the group id) the earliest layer of the group.
+        for _, m in self.model.named_modules():
+            if m not in self.dg.module2node or not isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)) or m in seen:
                 continue
             pruner = self.dg.get_pruner_of_module(m)
             if pruner is None or pruner.get_out_channels(m) is None:

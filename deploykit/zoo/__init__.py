@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from deploykit.errors import DeployKitError
-from deploykit.registry import Registry
+from deploykit.registry import Registry, unknown_name_message
 from deploykit.zoo.base import IMAGENET_MEAN, IMAGENET_STD, BuiltModel, Preprocess
 from deploykit.zoo.weights import load_weights
 
@@ -39,10 +39,7 @@ def _torchvision(name: str, input_shape: tuple[int, ...] | None, pretrained: boo
 
     valid = torchvision.models.list_models(module=torchvision.models)
     if name not in valid:
-        reg = Registry[None]("torchvision model")
-        for v in valid:
-            reg.register(v, None)
-        raise DeployKitError(reg.unknown_message(name))
+        raise DeployKitError(unknown_name_message("torchvision model", name, valid))
     kwargs = {"aux_logits": False, "init_weights": False} if name in ("googlenet", "inception_v3") else {}
     model = torchvision.models.get_model(name, weights=None, **kwargs)
     side = 299 if name == "inception_v3" else 224

@@ -16,7 +16,7 @@ from torch import nn
 from deploykit.atomic import atomic_file
 
 DIGITS_SIZE = (16, 16)
-TRAIN_EPOCHS = 30
+TRAIN_EPOCHS = 8
 SEED = 0
 
 

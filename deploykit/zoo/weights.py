@@ -62,6 +62,8 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> 
         DeployKitError: the weights do not match the architecture.
     """
     own = model.state_dict()
+    # Checkpoints from older torch lack BatchNorm's step counter; it is not a weight.
+    state = {**{k: v for k, v in own.items() if k.endswith("num_batches_tracked")}, **state}
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     shape = sorted(

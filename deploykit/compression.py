@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from deploykit.atomic import check_out_dir
 from deploykit.config import StrictConfig
@@ -21,6 +21,7 @@ from deploykit.progress import Reporter
 from deploykit.prune.artifact import save_artifact
 from deploykit.prune.plan import make_plan
 from deploykit.select import NORMALIZERS, SelectConfig, Target, select_global
+from deploykit.select.global_rank import check_ratio
 from deploykit.train.loop import TrainConfig, evaluate, recalibrate_bn, train
 from deploykit.zoo import build_model, check_input, parse_shape
 
@@ -30,7 +31,7 @@ class CompressConfig(StrictConfig):
 
     model: str
     out: str
-    target_macs: float = Field(gt=0, le=1)
+    target_macs: float
     criterion: str = "fisher"
     data: str | None = None
     calib_batches: int = Field(8, ge=1)
@@ -46,6 +47,11 @@ class CompressConfig(StrictConfig):
     max_ratio: float = Field(0.9, gt=0, lt=1)
     seed: int = 0
     force: bool = False
+
+    @field_validator("target_macs")
+    @classmethod
+    def _ratio(cls, v: float) -> float:
+        return check_ratio("--target-macs", v)
 
 
 def _costs(c: Costs, top1: float | None) -> dict[str, Any]:

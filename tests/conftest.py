@@ -1,0 +1,65 @@
+"""Shared fixtures: real data location, an isolated cache, small models."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_data() -> Path:
+    """``$DEPLOYKIT_DATA`` or ``../shared/data`` beside the repository."""
+    return Path(os.environ.get("DEPLOYKIT_DATA", ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The real CIFAR-10 data and pretrained weights; skip when absent."""
+    d = shared_data()
+    if not (d / "cifar10").is_dir():
+        pytest.skip(f"real data not found at {d} (set DEPLOYKIT_DATA or place ../shared/data beside the repo)")
+    return d
+
+
+@pytest.fixture(scope="session")
+def resnet20_weights(data_dir: Path) -> Path:
+    """The pretrained CIFAR ResNet-20 checkpoint."""
+    matches = sorted((data_dir / "weights").glob("resnet20-*.th"))
+    if not matches:
+        pytest.skip(f"no resnet20 checkpoint under {data_dir / 'weights'}")
+    return matches[0]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Every test session gets its own cache (the digits demo model trains once in it)."""
+    old = os.environ.get("DEPLOYKIT_CACHE")
+    os.environ["DEPLOYKIT_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    yield
+    if old is None:
+        os.environ.pop("DEPLOYKIT_CACHE", None)
+    else:
+        os.environ["DEPLOYKIT_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def digits_model():
+    """The trained digits demo model (trained once per session)."""
+    from deploykit.zoo import build_model
+
+    return build_model("digits:demo")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip ``gpu`` tests with a reason when no CUDA device is visible."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs an NVIDIA GPU (none visible: torch.cuda.is_available() is False)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -1,0 +1,57 @@
+import pytest
+import torch
+import torchvision
+
+from deploykit.errors import UnsupportedModelError
+from deploykit.graph.groups import ModelGraph
+from tests.models import TwoRes
+
+
+def test_residual_coupling_and_output_group():
+    m = TwoRes().eval()
+    g = ModelGraph(m, torch.randn(1, 3, 16, 16))
+    ids = {gr.id: gr for gr in g.groups}
+    assert set(ids) == {"stem", "conv1", "down", "head"}
+    # The stem and the block's conv2 write into one residual stream: one group.
+    assert {"stem", "bn", "conv2", "bn2", "conv1", "down"} <= set(ids["stem"].layers)
+    assert set(ids["stem"].consumers) == {"conv1", "down"}
+    assert ids["head"].prunable is False and ids["head"].reason.startswith("model output")
+    assert all(ids[k].prunable for k in ("stem", "conv1", "down"))
+
+
+def test_ignore_reasons():
+    m = TwoRes().eval()
+    g = ModelGraph(m, torch.randn(1, 3, 16, 16), ignore=["conv2"])
+    ids = {gr.id: gr for gr in g.groups}
+    assert ids["stem"].prunable is False
+    assert ids["stem"].reason == "coupled to an ignored layer (conv2)"
+    g2 = ModelGraph(TwoRes().eval(), torch.randn(1, 3, 16, 16), ignore=["conv1"])
+    assert g2.get("conv1").reason == "ignored"
+    with pytest.raises(UnsupportedModelError, match="names no module"):
+        ModelGraph(TwoRes().eval(), torch.randn(1, 3, 16, 16), ignore=["nope"])
+
+
+def test_remove_keeps_original_numbering_and_model_runs():
+    m = TwoRes().eval()
+    g = ModelGraph(m, torch.randn(1, 3, 16, 16))
+    g.remove("stem", [1, 5])
+    g.remove("stem", [0])
+    assert g.get("stem").kept == [2, 3, 4, 6, 7]
+    assert m.stem.out_channels == 5 and m.conv1.in_channels == 5 and m.down.in_channels == 5
+    assert m(torch.randn(2, 3, 16, 16)).shape == (2, 5)
+
+
+def test_channel_padding_shortcut_is_reported_not_mispruned():
+    from deploykit.zoo import build_model
+
+    built = build_model("cifar:resnet20", pretrained=False)
+    g = ModelGraph(built.model, built.example_input())
+    stream = g.get("conv1")  # the stage-1 residual stream, padded into stage 2
+    assert not stream.prunable and "channel zero-padding" in stream.reason
+    assert g.get("layer1.0.conv1").prunable
+
+
+def test_torchvision_resnet18_groups():
+    m = torchvision.models.resnet18().eval()
+    g = ModelGraph(m, torch.randn(1, 3, 64, 64))
+    assert len(g.groups) == 13 and len(g.prunable()) == 12
