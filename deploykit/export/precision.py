@@ -1,0 +1,214 @@
+"""Precision in the ONNX graph: FP16 casts and INT8 Q/DQ nodes, verified against FP32.
+
+TensorRT 11 builds strongly typed networks only: the FP16/INT8 builder flags and INT8
+calibrators are gone, and the precision of every tensor is read from the ONNX graph.
+So deploykit writes the precision into the graph itself, in forms every runtime reads:
+
+``fp16``  weights and activations in float16, inputs/outputs kept float32 (casts at the
+          edges), numerically sensitive ops kept in float32 (:data:`FP16_KEEP_FP32`).
+``int8``  QuantizeLinear/DequantizeLinear pairs (ONNX Runtime's quantizer, QDQ format):
+          symmetric int8 activations calibrated on real images, symmetric per-channel
+          int8 weights, float biases: the explicit-quantization form TensorRT consumes.
+
+Each conversion is checked on ONNX Runtime (CPU) against the FP32 file on the same
+inputs: max difference and top-1 agreement go into the JSON result.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deploykit.atomic import atomic_file, write_json
+from deploykit.errors import DeployKitError
+from deploykit.export.onnx import INPUT_NAME, max_diffs, ort_session, read_sidecar, sidecar_path
+from deploykit.registry import Registry
+from deploykit.zoo.base import Preprocess
+
+# Ops whose float16 versions lose accuracy (long reductions, exponentials, normalizers)
+# or that ONNX Runtime's converter already keeps in float32.
+FP16_KEEP_FP32 = (
+    "Softmax", "LogSoftmax", "Exp", "Log", "Pow", "Sqrt", "Reciprocal", "Div",
+    "ReduceMean", "ReduceSum", "ReduceL2", "ReduceLogSumExp",
+    "LayerNormalization", "InstanceNormalization", "GroupNormalization",
+    "TopK", "NonMaxSuppression", "Range", "CumSum", "Resize", "Upsample", "RoiAlign",
+)
+
+
+@dataclass
+class Calibration:
+    """Real images that calibrate INT8 activation ranges.
+
+    Attributes:
+        images: uint8 NHWC images (a train split, not the images used for evaluation).
+        batch_size: images per calibration batch.
+        method: ``minmax``, ``entropy`` or ``percentile`` (ONNX Runtime's calibrators).
+        spec: the DATA spec they came from (recorded in the sidecar).
+    """
+
+    images: np.ndarray
+    batch_size: int = 32
+    method: str = "minmax"
+    spec: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+Converter = Callable[[Path, Path, Preprocess, "Calibration | None"], dict[str, Any]]
+PRECISIONS: Registry[Converter] = Registry("precision")
+
+
+@PRECISIONS.register("fp32")
+def _fp32(src: Path, dst: Path, pre: Preprocess, calib: Calibration | None) -> dict[str, Any]:
+    shutil.copyfile(src, dst)
+    return {}
+
+
+@PRECISIONS.register("fp16")
+def _fp16(src: Path, dst: Path, pre: Preprocess, calib: Calibration | None) -> dict[str, Any]:
+    import onnx
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
+
+    blocked = sorted(set(DEFAULT_OP_BLOCK_LIST) | set(FP16_KEEP_FP32))
+    model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True, op_block_list=blocked)
+    onnx.save(model, str(dst))
+    present = {n.op_type for n in model.graph.node}
+    return {"kept_fp32_ops": sorted(present & set(blocked))}
+
+
+def _reader(pre: Preprocess, calib: Calibration):
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class _Reader(CalibrationDataReader):
+        """Feeds preprocessed calibration batches, one dict per batch."""
+
+        def __init__(self) -> None:
+            self._it = self._batches()
+
+        def _batches(self) -> Iterator[dict[str, np.ndarray]]:
+            from deploykit.runtime.kernels import cpu_backend
+
+            kernels = cpu_backend()
+            for start in range(0, len(calib.images), calib.batch_size):
+                yield {INPUT_NAME: kernels.preprocess(calib.images[start : start + calib.batch_size], pre)}
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self._it, None)
+
+    return _Reader()
+
+
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+
+
+@PRECISIONS.register("int8")
+def _int8(src: Path, dst: Path, pre: Preprocess, calib: Calibration | None) -> dict[str, Any]:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if calib is None or len(calib.images) == 0:
+        raise DeployKitError("int8 needs real calibration images: pass --calib-data SPEC (e.g. cifar10:DIR:train)")
+    if calib.method not in CALIBRATION_METHODS:
+        raise DeployKitError(f"unknown calibration method {calib.method!r}; valid: {', '.join(CALIBRATION_METHODS)}")
+    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+              "percentile": CalibrationMethod.Percentile}[calib.method]
+    with tempfile.TemporaryDirectory(prefix="dk-int8-", dir=dst.parent) as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        # Shape inference and constant folding first, as ONNX Runtime recommends.
+        quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
+        quantize_static(
+            str(prepared), str(dst), _reader(pre, calib),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=method,
+            extra_options={
+                "ActivationSymmetric": True,  # TensorRT: zero point 0
+                "WeightSymmetric": True,
+                "QuantizeBias": False,  # TensorRT quantizes no bias: keep them float
+                **calib.extra,
+            },
+        )
+    return {"calibration": {"data": calib.spec, "samples": int(len(calib.images)), "method": calib.method,
+                            "activations": "int8 symmetric per-tensor", "weights": "int8 symmetric per-channel"}}
+
+
+def convert(src: str | Path, dst: str | Path, precision: str, calib: Calibration | None = None) -> dict[str, Any]:
+    """Write ``dst``: the FP32 ONNX ``src`` in ``precision``, with a sidecar.
+
+    The file and its sidecar are written atomically; on any error neither exists.
+
+    Returns:
+        ``{"precision": ..., **details}`` (kept ops, calibration).
+    """
+    convert_fn = PRECISIONS.get(precision)
+    side = read_sidecar(src)
+    pre = Preprocess.from_dict(side["preprocess"])
+    with atomic_file(dst) as tmp:
+        details = convert_fn(Path(src), tmp, pre, calib)
+        _check_loads(tmp)
+    write_json(sidecar_path(dst), {**side, "precision": precision, **details})
+    return {"precision": precision, **details}
+
+
+def _check_loads(path: Path) -> None:
+    import onnx
+
+    onnx.checker.check_model(str(path))
+    ort_session(path)  # raises DeployKitError when ONNX Runtime cannot load it
+
+
+def verify(reference: str | Path, candidate: str | Path, inputs: list[np.ndarray],
+           labels: np.ndarray | None = None) -> dict[str, Any]:
+    """Compare ``candidate`` with the FP32 ``reference`` on ONNX Runtime (CPU).
+
+    Args:
+        inputs: preprocessed NCHW float32 batches.
+        labels: ground truth for the concatenated batches, when known.
+
+    Returns:
+        max_abs_diff, max_rel_diff (scale-normalized), top1_agreement (% of images whose
+        top-1 class is the same), and top1 / top1_reference (%) when labels are given.
+    """
+    ref_sess, cand_sess = ort_session(reference), ort_session(candidate)
+    ref_out, cand_out = [], []
+    for x in inputs:
+        ref_out.append(ref_sess.run(None, {INPUT_NAME: x})[0])
+        cand_out.append(cand_sess.run(None, {INPUT_NAME: x})[0].astype(np.float32))
+    ref, cand = np.concatenate(ref_out), np.concatenate(cand_out)
+    abs_diff, rel_diff = max_diffs(ref, cand)
+    same = ref.argmax(1) == cand.argmax(1)
+    result: dict[str, Any] = {"n": int(len(ref)), "max_abs_diff": abs_diff, "max_rel_diff": rel_diff,
+                              "top1_agreement": round(100.0 * float(same.mean()), 3)}
+    if labels is not None:
+        result["top1_reference"] = round(100.0 * float((ref.argmax(1) == labels).mean()), 3)
+        result["top1"] = round(100.0 * float((cand.argmax(1) == labels).mean()), 3)
+    return result
+
+
+def calibration_from_spec(spec: str, samples: int, seed: int = 0, method: str = "minmax") -> Calibration:
+    """``samples`` images drawn (seeded, without replacement) from the train split of ``spec``."""
+    from deploykit.data import load_dataset
+    from deploykit.data.splits import with_split
+
+    if samples < 1:
+        raise DeployKitError(f"--calib-samples must be at least 1, got {samples}")
+    train = with_split(spec, "train")
+    ds = load_dataset(train)
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(len(ds), size=min(samples, len(ds)), replace=False))
+    return Calibration(images=ds.images[idx], method=method, spec=train)
+
+
+def preprocessed(images: np.ndarray, pre: Preprocess, batch_size: int = 64) -> list[np.ndarray]:
+    """uint8 NHWC images → list of preprocessed NCHW float32 batches (the kernels' CPU path)."""
+    from deploykit.runtime.kernels import cpu_backend
+
+    kernels = cpu_backend()
+    return [kernels.preprocess(images[i : i + batch_size], pre) for i in range(0, len(images), batch_size)]
