@@ -31,3 +31,22 @@ def evaluate_any(model: str, ds: ImageDataset, weights: str | None = None, input
     built = build_model(model, weights=weights, input_shape=parse_shape(input_shape) if input_shape else None)
     check_input(built)
     return evaluate(built.model, ds, built.preprocess)
+
+
+def evaluate_runner(path: str, ds: ImageDataset, backend: str, batch_size: int = 64) -> float:
+    """Top-1 of an ONNX file (any precision), engine file or bundle dir on a Runner backend
+    (``ort``, ``trt``), preprocessing from the model's sidecar."""
+    from pathlib import Path
+
+    from deploykit.export.onnx import INPUT_NAME, OUTPUT_NAME, read_sidecar
+    from deploykit.runtime.base import load_runner, onnx_path_of
+
+    p = Path(path)
+    side_of = p if p.suffix in (".engine", ".plan") else onnx_path_of(p)
+    pre = Preprocess.from_dict(read_sidecar(side_of)["preprocess"])
+    correct = 0
+    with load_runner(path, backend=backend) as runner:
+        for x, y in batches(ds, pre, batch_size):
+            logits = runner.infer({INPUT_NAME: x.numpy()})[OUTPUT_NAME]
+            correct += int((np.argmax(logits, 1) == y.numpy()).sum())
+    return 100.0 * correct / max(len(ds), 1)

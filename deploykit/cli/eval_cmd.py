@@ -16,9 +16,11 @@ one). MODEL may also be an .onnx file exported by deploykit (run in ONNX Runtime
 @click.argument("model")
 @click.option("--data", required=True, help="DATA spec: cifar10:DIR[:train|test][:lossless|jpeg75], digits[:train|test], imagefolder:DIR.")
 @click.option("--limit", type=click.IntRange(min=1), help="Evaluate on the first N images only.")
+@click.option("--backend", help="Run an .onnx/.engine file or bundle DIR on this backend: ort or trt (trt needs a GPU).")
 @model_options
 @json_option
-def eval_(model: str, data: str, limit: int | None, weights: str | None, input_shape: str | None, json_path: Path | None) -> None:
+def eval_(model: str, data: str, limit: int | None, backend: str | None, weights: str | None, input_shape: str | None,
+          json_path: Path | None) -> None:
     """Evaluate top-1."""
     from deploykit.data import load_dataset
     from deploykit.data.splits import names_split, with_split
@@ -26,6 +28,13 @@ def eval_(model: str, data: str, limit: int | None, weights: str | None, input_s
 
     spec = data if names_split(data) else with_split(data, "test")
     ds = load_dataset(spec).subset(limit)
-    top1 = evaluate_any(model, ds, weights=weights, input_shape=input_shape)
-    out(f"{model}: top-1 {top1:.2f}% on {len(ds)} images of {spec}")
-    emit({"top1": round(top1, 2), "n": len(ds), "data": spec}, json_path)
+    if backend is not None and backend != "torch":
+        from deploykit.evaluate import evaluate_runner
+        from deploykit.runtime.base import RUNNERS
+
+        RUNNERS.get(backend)
+        top1 = evaluate_runner(model, ds, backend)
+    else:
+        top1 = evaluate_any(model, ds, weights=weights, input_shape=input_shape)
+    out(f"{model}: top-1 {top1:.2f}% on {len(ds)} images of {spec}" + (f" ({backend})" if backend else ""))
+    emit({"top1": round(top1, 2), "n": len(ds), "data": spec, **({"backend": backend} if backend else {})}, json_path)
