@@ -76,9 +76,32 @@ def _fp16(src: Path, dst: Path, pre: Preprocess, calib: Calibration | None) -> d
 
     blocked = sorted(set(DEFAULT_OP_BLOCK_LIST) | set(FP16_KEEP_FP32))
     model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True, op_block_list=blocked)
+    # The converter appends the input casts at the end of the node list; ONNX (and
+    # TensorRT's parser, which reads nodes in order) need topological order.
+    toposort(model.graph)
     onnx.save(model, str(dst))
     present = {n.op_type for n in model.graph.node}
     return {"kept_fp32_ops": sorted(present & set(blocked))}
+
+
+def toposort(graph) -> None:
+    """Reorder ``graph.node`` topologically in place (stable: keeps the order where it can)."""
+    available = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        ready = [n for n in pending if all(i in available for i in n.input)]
+        if not ready:
+            raise DeployKitError("the converted graph has a cycle or an undefined input")
+        for n in ready:
+            available.update(n.output)
+        ordered += ready
+        ready_ids = {id(n) for n in ready}
+        pending = [n for n in pending if id(n) not in ready_ids]
+    copies = [type(n)() for n in ordered]
+    for c, n in zip(copies, ordered):
+        c.CopyFrom(n)
+    del graph.node[:]
+    graph.node.extend(copies)
 
 
 def _reader(pre: Preprocess, calib: Calibration):

@@ -1,0 +1,158 @@
+"""``deploykit.Engine``: the drop-in for edge applications.
+
+    engine = deploykit.Engine("r20_int8.onnx")        # or an engine file, bundle or artifact dir
+    pred = engine.predict(frame)                       # uint8 HWC image (RGB; color="BGR" for OpenCV)
+    pred.labels[0], pred.scores[0]                     # top-k, best first
+    logits = engine(batch)                             # raw NCHW float32 in, raw outputs out
+
+The preprocessing (size, mean, std, scale, channels, color order) and the labels travel
+with the model: the sidecar ``OUT.onnx.json`` / ``OUT.engine.json`` written by
+``deploykit export``, or ``plan.json`` of an artifact directory. Backend ``auto`` picks
+TensorRT when a GPU and TensorRT are present, else ONNX Runtime (an artifact directory
+runs in PyTorch). Pre/post-processing run the CUDA kernels on the GPU and the same
+math (the host build of the kernels) on the CPU.
+
+An Engine keeps no per-call state; the runners are thread-safe, so one Engine may
+serve several threads at once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deploykit.errors import DeployKitError
+from deploykit.export.onnx import INPUT_NAME, OUTPUT_NAME, read_sidecar
+from deploykit.runtime.base import BACKEND_NAMES, Runner, auto_backend, load_runner
+from deploykit.zoo.base import Preprocess
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Top-k classes of one image, best first."""
+
+    labels: list[str]
+    scores: list[float]
+    indices: list[int]
+
+    @property
+    def label(self) -> str:
+        """The top-1 label."""
+        return self.labels[0]
+
+    @property
+    def score(self) -> float:
+        """The top-1 probability."""
+        return self.scores[0]
+
+
+def model_config(path: str | Path) -> dict[str, Any]:
+    """Preprocessing, labels and I/O names stored with the model at ``path``."""
+    p = Path(path)
+    if p.is_dir() and (p / "plan.json").is_file():
+        plan = json.loads((p / "plan.json").read_text())
+        return {"preprocess": plan["preprocess"], "labels": plan.get("labels"), "input": INPUT_NAME, "output": OUTPUT_NAME}
+    if p.is_dir() and (p / "model.onnx").is_file():
+        return read_sidecar(p / "model.onnx")
+    if p.suffix in (".onnx", ".engine", ".plan"):
+        if not p.is_file():
+            raise DeployKitError(f"model file {path} does not exist")
+        return read_sidecar(p)
+    raise DeployKitError(f"{path} is not an .onnx or .engine file, a bundle directory or an artifact directory")
+
+
+class Engine:
+    """Load a model once; classify images or run raw tensors, from any number of threads.
+
+    Args:
+        path: an ``.onnx`` file (any precision), an ``.engine`` file, a bundle directory
+            (``model.onnx`` inside) or an artifact directory (``plan.json``).
+        backend: ``auto``, ``trt``, ``ort`` or ``torch``.
+        color: channel order of the images given to :meth:`predict` (``RGB`` or ``BGR``).
+        letterbox: keep the aspect ratio when resizing (pad with ``pad_value``).
+        top_k: classes returned per image by default.
+        max_batch: largest batch sent to the runner at once (TensorRT engines are built
+            for 1..8 by default).
+        threads: ONNX Runtime intra-op threads.
+    """
+
+    def __init__(self, path: str | Path, backend: str = "auto", *, color: str = "RGB", letterbox: bool = False,
+                 pad_value: float = 114.0, top_k: int = 5, max_batch: int | None = None, threads: int | None = None) -> None:
+        if backend not in BACKEND_NAMES:
+            raise DeployKitError(f"unknown backend {backend!r}; valid: {', '.join(BACKEND_NAMES)}")
+        if color not in ("RGB", "BGR"):
+            raise DeployKitError(f"unknown color order {color!r}; valid: RGB, BGR")
+        self.path = Path(path)
+        cfg = model_config(self.path)
+        self.preprocess_config = Preprocess.from_dict(cfg["preprocess"])
+        self.labels: list[str] | None = cfg.get("labels")
+        self.input_name, self.output_name = cfg.get("input", INPUT_NAME), cfg.get("output", OUTPUT_NAME)
+        self.backend = auto_backend(self.path) if backend == "auto" else backend
+        kwargs: dict[str, Any] = {"threads": threads} if self.backend == "ort" and threads else {}
+        self.runner: Runner = load_runner(self.path, backend=self.backend, **kwargs).activate()
+        self.max_batch = max_batch or (8 if self.backend == "trt" else None)
+        self.color, self.letterbox, self.pad_value, self.top_k = color, letterbox, pad_value, top_k
+        self.kernels = self._kernels()
+        self._meta = self.runner.get_input_metadata()
+
+    def _kernels(self):
+        from deploykit.runtime import kernels
+
+        if self.backend == "trt":
+            return kernels.backend("cuda")
+        return kernels.cpu_backend()
+
+    # -- raw tensors -----------------------------------------------------------------
+    def __call__(self, inputs: np.ndarray | dict[str, np.ndarray]) -> np.ndarray | dict[str, np.ndarray]:
+        """Run raw tensors: an array (the single input) → the output array; a dict → a dict."""
+        if isinstance(inputs, dict):
+            return self.runner.infer(inputs)
+        return self.runner.infer({self.input_name: inputs})[self.output_name]
+
+    # -- images ----------------------------------------------------------------------
+    def preprocess(self, images: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+        """uint8 HWC image(s) → the model's input batch (NCHW, normalized)."""
+        dtype = np.dtype(self._meta[self.input_name].dtype).name
+        if isinstance(images, np.ndarray):
+            return self.kernels.preprocess(images, self.preprocess_config, dtype, self.color, self.letterbox, self.pad_value)
+        if not images:
+            raise DeployKitError("predict() got an empty list of images")
+        # Images of different sizes: each resized on its own, then stacked.
+        return np.concatenate([self.kernels.preprocess(np.asarray(im), self.preprocess_config, dtype, self.color,
+                                                       self.letterbox, self.pad_value) for im in images])
+
+    def predict(self, images: np.ndarray | Sequence[np.ndarray], k: int | None = None) -> Prediction | list[Prediction]:
+        """Classify uint8 HWC images: one image → a :class:`Prediction`; a batch (NHWC
+        array or a list of images of any sizes) → a list of them."""
+        k = k or self.top_k
+        single = isinstance(images, np.ndarray) and images.ndim == 3
+        x = self.preprocess(images)
+        step = self.max_batch or len(x)
+        logits = np.concatenate([self(x[i : i + step]) for i in range(0, len(x), step)])
+        if logits.ndim != 2:
+            raise DeployKitError(f"predict() needs a classifier ([batch, classes] output), got {logits.shape}")
+        k = min(k, logits.shape[1])
+        scores, idx = self.kernels.softmax_topk(logits.astype(np.float32, copy=False), k)
+        names = self.labels or [str(i) for i in range(logits.shape[1])]
+        preds = [Prediction([names[j] for j in row_i], [float(s) for s in row_s], [int(j) for j in row_i])
+                 for row_s, row_i in zip(scores, idx)]
+        return preds[0] if single else preds
+
+    # -- lifecycle -------------------------------------------------------------------
+    def close(self) -> None:
+        """Release the runner (and any GPU memory)."""
+        self.runner.deactivate()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Engine({str(self.path)!r}, backend={self.backend!r}, input={self.preprocess_config.size})"

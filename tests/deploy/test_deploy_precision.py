@@ -1,0 +1,128 @@
+"""Precision in the ONNX graph: INT8 Q/DQ keeps ResNet-20's accuracy, the graphs have the
+form TensorRT consumes, and FP16 keeps float32 I/O and sensitive ops."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+from torch import nn
+
+from deploykit.data import load_dataset
+from deploykit.errors import DeployKitError
+from deploykit.evaluate import evaluate_onnx
+from deploykit.export import precision as prec
+from deploykit.export.onnx import export_onnx, read_sidecar, sidecar_path
+from deploykit.zoo.base import BuiltModel, Preprocess
+
+
+@pytest.fixture(scope="module")
+def r20_int8(r20_fp32, cifar_spec, tmp_path_factory):
+    out = tmp_path_factory.mktemp("int8") / "r20_int8.onnx"
+    info = prec.convert(r20_fp32, out, "int8", prec.calibration_from_spec(cifar_spec, 256))
+    return out, info
+
+
+def test_int8_resnet20_keeps_top1_within_1_5_points_on_lossless_1k(r20_fp32, r20_int8, cifar_spec):
+    ds = load_dataset(f"{cifar_spec}:test:lossless")
+    assert len(ds) == 1000
+    fp32, int8 = evaluate_onnx(str(r20_fp32), ds), evaluate_onnx(str(r20_int8[0]), ds)
+    assert fp32 > 90.0  # the published figure (91.5 measured), so the comparison means something
+    assert fp32 - int8 <= 1.5, f"int8 {int8:.2f}% vs fp32 {fp32:.2f}%"
+
+
+def test_int8_graph_is_symmetric_per_channel_qdq_with_float_bias(r20_int8):
+    model = onnx.load(str(r20_int8[0]))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("QuantizeLinear") > 10 and ops.count("DequantizeLinear") > 10
+    assert "QLinearConv" not in ops  # QDQ format, not QOperator
+    producers = {o: n for n in model.graph.node for o in n.output}
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    assert len(convs) == 19
+    for conv in convs:
+        w_dq = producers[conv.input[1]]
+        assert w_dq.op_type == "DequantizeLinear"
+        scale, zero = inits[w_dq.input[1]], inits[w_dq.input[2]]
+        w = inits[w_dq.input[0]]
+        assert w.dtype == np.int8 and scale.shape == (w.shape[0],)  # one scale per output channel
+        assert not zero.any()  # symmetric
+        if len(conv.input) > 2:  # a bias stays float: TensorRT quantizes none
+            assert conv.input[2] in inits and inits[conv.input[2]].dtype == np.float32
+    for n in model.graph.node:
+        if n.op_type == "QuantizeLinear":
+            assert inits[n.input[2]].dtype == np.int8 and not inits[n.input[2]].any()
+    side = read_sidecar(r20_int8[0])
+    assert side["precision"] == "int8" and side["calibration"]["samples"] == 256
+    assert r20_int8[1]["calibration"]["weights"] == "int8 symmetric per-channel"
+
+
+def test_int8_verification_reports_agreement_on_real_data(r20_fp32, r20_int8, cifar_spec):
+    ds = load_dataset(f"{cifar_spec}:test").subset(200)
+    pre = Preprocess.from_dict(read_sidecar(r20_fp32)["preprocess"])
+    check = prec.verify(r20_fp32, r20_int8[0], prec.preprocessed(ds.images, pre), ds.labels)
+    assert check["n"] == 200 and check["top1_agreement"] >= 90.0
+    assert 0 < check["max_abs_diff"] and abs(check["top1"] - check["top1_reference"]) <= 4.0
+
+
+def test_fp16_resnet20_agrees_with_fp32(r20_fp32, cifar_spec, tmp_path):
+    out = tmp_path / "r20_fp16.onnx"
+    prec.convert(r20_fp32, out, "fp16")
+    ds = load_dataset(f"{cifar_spec}:test").subset(200)
+    pre = Preprocess.from_dict(read_sidecar(r20_fp32)["preprocess"])
+    check = prec.verify(r20_fp32, out, prec.preprocessed(ds.images, pre), ds.labels)
+    assert check["top1_agreement"] >= 99.0 and check["max_rel_diff"] < 1e-2
+
+
+class SoftmaxHead(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(3, 8, 3, padding=1), nn.Linear(8, 5)
+
+    def forward(self, x):
+        x = torch.relu(self.conv(x)).mean(dim=(2, 3))
+        return torch.softmax(self.fc(x), dim=1)
+
+
+def test_fp16_graph_has_float32_io_fp16_weights_and_fp32_sensitive_ops(tmp_path):
+    built = BuiltModel(SoftmaxHead().eval(), "test:softmax", (1, 3, 8, 8), Preprocess(size=(8, 8)))
+    fp32 = tmp_path / "m.onnx"
+    export_onnx(built, fp32)
+    out = tmp_path / "m16.onnx"
+    info = prec.convert(fp32, out, "fp16")
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(out)))
+    f32, f16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
+    assert model.graph.input[0].type.tensor_type.elem_type == f32
+    assert model.graph.output[0].type.tensor_type.elem_type == f32
+    conv = next(n for n in model.graph.node if n.op_type == "Conv")
+    inits = {i.name: i for i in model.graph.initializer}
+    assert inits[conv.input[1]].data_type == f16
+    types = {v.name: v.type.tensor_type.elem_type for v in [*model.graph.value_info, *model.graph.input, *model.graph.output]}
+    softmax = next(n for n in model.graph.node if n.op_type == "Softmax")
+    assert types[softmax.input[0]] == f32 and "Softmax" in info["kept_fp32_ops"]
+    assert any(n.op_type == "Cast" for n in model.graph.node)
+    x = built.example_input(2).numpy()
+    from deploykit.export.onnx import ort_session
+
+    np.testing.assert_allclose(ort_session(out).run(None, {"input": x})[0], ort_session(fp32).run(None, {"input": x})[0],
+                               atol=5e-3)
+
+
+def test_int8_without_calibration_and_unknown_precision_are_user_errors(random_onnx, tmp_path):
+    with pytest.raises(DeployKitError, match="calib-data"):
+        prec.convert(random_onnx, tmp_path / "a.onnx", "int8")
+    with pytest.raises(DeployKitError, match="valid: fp16, fp32, int8"):
+        prec.convert(random_onnx, tmp_path / "b.onnx", "int4")
+    bad = prec.Calibration(images=np.zeros((4, 32, 32, 3), np.uint8), method="magic")
+    with pytest.raises(DeployKitError, match="minmax, entropy, percentile"):
+        prec.convert(random_onnx, tmp_path / "c.onnx", "int8", bad)
+    assert list(tmp_path.iterdir()) == []  # nothing half-written, no sidecar
+
+
+def test_int8_on_random_images_still_writes_a_loadable_qdq_graph(random_onnx, tmp_path):
+    calib = prec.Calibration(images=np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8), spec="random")
+    out = tmp_path / "q.onnx"
+    prec.convert(random_onnx, out, "int8", calib)
+    assert sidecar_path(out).is_file() and read_sidecar(out)["calibration"]["data"] == "random"
