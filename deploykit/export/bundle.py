@@ -161,10 +161,11 @@ elif [ "$TRT_MAJOR" -eq 10 ]; then
 fi
 
 if [ "$DRY_RUN" = 0 ]; then mkdir -p "$OUT/env"; echo "$TRT_VERSION" > "$OUT/env/tensorrt.txt"; fi
-record() {  # record NAME CMD...: output of a device query, never fatal
+record() {  # record NAME CMD...: output of a device query; absent tools or failures leave no file
   local name="$1"; shift
   if [ "$DRY_RUN" = 1 ]; then echo "+ $* > $OUT/env/$name.txt"; return 0; fi
-  "$@" > "$OUT/env/$name.txt" 2>&1 || true
+  command -v "$1" > /dev/null 2>&1 || return 0
+  "$@" > "$OUT/env/$name.txt" 2> /dev/null || rm -f "$OUT/env/$name.txt"
 }
 record l4t cat /etc/nv_tegra_release
 record model cat /proc/device-tree/model
