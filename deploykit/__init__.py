@@ -7,6 +7,7 @@ The public API is small and imports nothing heavy until used::
                                 data="cifar10:../shared/data/cifar10", weights="resnet20.th")
     built = deploykit.load("out/r20")          # BuiltModel: .model, .preprocess, .labels
     deploykit.export_onnx(built, "r20.onnx")
+    engine = deploykit.Engine("r20.onnx")      # edge inference: engine.predict(uint8 HWC images)
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["compress", "load", "export_onnx", "build_model"]
+__all__ = ["compress", "load", "export_onnx", "build_model", "Engine"]
 
 
 def compress(**kwargs: Any) -> dict[str, Any]:
@@ -43,3 +44,12 @@ def export_onnx(built, path: str, opset: int = 17) -> dict[str, Any]:
     from deploykit.export.onnx import export_onnx as _export
 
     return _export(built, path, opset=opset)
+
+
+def __getattr__(name: str) -> Any:
+    """``deploykit.Engine`` is imported on first use (it pulls in numpy and the runners)."""
+    if name == "Engine":
+        from deploykit.engine import Engine
+
+        return Engine
+    raise AttributeError(f"module 'deploykit' has no attribute {name!r}")

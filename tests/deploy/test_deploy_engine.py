@@ -166,3 +166,12 @@ def test_device_kernels_match_the_host_build():
     np.testing.assert_allclose(ds, hs, rtol=1e-6)
     seg = np.random.default_rng(9).standard_normal((2, 21, 16, 16)).astype(np.float32)
     np.testing.assert_array_equal(cuda.argmax_channels(seg), host.argmax_channels(seg))
+
+
+def test_engine_is_exposed_lazily_on_the_package():
+    import subprocess
+    import sys
+
+    code = ("import sys, deploykit; assert 'deploykit.engine' not in sys.modules; "
+            "from deploykit import Engine; import deploykit.engine as m; assert Engine is m.Engine; print('ok')")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "ok"
