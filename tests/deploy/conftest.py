@@ -1,13 +1,15 @@
 """Fixtures for the deploy tests: real CIFAR-10 data and ResNet-20 weights from
-../shared/data when present (skipped with a reason otherwise), and exported models."""
+``$DEPLOYKIT_DATA`` or ../shared/data when present (skipped with a reason otherwise),
+and exported models."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+SHARED = Path(os.environ.get("DEPLOYKIT_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "data"))
 CIFAR = SHARED / "cifar10"
 R20_WEIGHTS = SHARED / "weights" / "resnet20-12fca82f.th"
 
