@@ -9,8 +9,8 @@ import click
 
 from deploykit.cli.common import emit, json_option, out, table
 
-EXAMPLE = ("Examples: deploykit bench out/base.onnx --vs out/pruned.onnx --batch 1,8 --runs 200 --threads 1\n\n"
-           "  deploykit bench --import out/r20-jetson/out/results.json")
+EXAMPLE = ("Example: deploykit bench out/base.onnx --vs out/pruned.onnx --batch 1,8 --runs 200 --threads 1\n\n"
+           "Example: deploykit bench --import out/r20-jetson/out/results.json")
 
 
 def parse_batches(text: str) -> list[int]:

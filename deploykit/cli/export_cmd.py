@@ -10,10 +10,9 @@ import click
 
 from deploykit.cli.common import MODEL_HELP, emit, json_option, model_options, out
 
-EXAMPLE = """Examples:\n
-  deploykit export out/r20 --onnx out/r20.onnx --opset 17 --data cifar10:../shared/data/cifar10\n
-  deploykit export cifar:resnet20 --weights resnet20.th --onnx r20_int8.onnx --precision int8
-  --calib-data cifar10:../shared/data/cifar10 --bundle jetson out/r20-jetson"""
+EXAMPLE = """Example: deploykit export out/r20 --onnx out/r20.onnx --opset 17 --data cifar10:../shared/data/cifar10\n
+Example: deploykit export cifar:resnet20 --weights resnet20.th --onnx r20_int8.onnx --precision int8
+--calib-data cifar10:../shared/data/cifar10 --bundle jetson out/r20-jetson"""
 
 
 @click.command("export", epilog=EXAMPLE, help=f"""Export to ONNX, run onnx.checker, and compare ONNX Runtime with

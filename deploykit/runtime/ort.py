@@ -35,8 +35,12 @@ class OrtRunner(Runner):
     def activate_impl(self) -> None:
         from deploykit.export.onnx import ort_session
 
-        self.session = ort_session(self.path, self.threads) if self.providers == ["CPUExecutionProvider"] else \
-            __import__("onnxruntime").InferenceSession(str(self.path), providers=self.providers)
+        if self.providers == ["CPUExecutionProvider"]:
+            self.session = ort_session(self.path, self.threads)
+        else:  # e.g. CUDAExecutionProvider: onnxruntime-gpu, for comparisons against TensorRT
+            import onnxruntime as ort
+
+            self.session = ort.InferenceSession(str(self.path), providers=self.providers)
         self._inputs = {i.name: TensorMeta(i.name, np.dtype(NP_FROM_ONNX[i.type]), tuple(_dim(d) for d in i.shape))
                         for i in self.session.get_inputs()}
         self._outputs = {o.name: TensorMeta(o.name, np.dtype(NP_FROM_ONNX[o.type]), tuple(_dim(d) for d in o.shape))

@@ -1,4 +1,4 @@
-"""TensorRT backend: build engines from ONNX and run them, on TensorRT 8.6, 10 and 11.
+"""TensorRT backend: build engines from ONNX and run them, on TensorRT 8.5/8.6, 10 and 11.
 
 The differences between TensorRT versions live in :func:`features` and the small
 functions beside it, and nowhere else:
@@ -6,7 +6,7 @@ functions beside it, and nowhere else:
 =========  ==============================  ==========================================
 version    network creation flags          precision
 =========  ==============================  ==========================================
-8.6        EXPLICIT_BATCH                  weakly typed: BuilderFlag.FP16 / INT8 let the
+8.5, 8.6   EXPLICIT_BATCH                  weakly typed: BuilderFlag.FP16 / INT8 let the
                                            builder use the graph's fp16 casts and Q/DQ
 10.x       STRONGLY_TYPED                  from the graph (flags would be refused)
 11.x       STRONGLY_TYPED where the enum   from the graph; FP16/INT8 flags and
@@ -39,7 +39,7 @@ from deploykit.atomic import atomic_file
 from deploykit.errors import DeployKitError
 from deploykit.runtime.base import Runner, TensorMeta
 
-MIN_VERSION = (8, 6)
+MIN_VERSION = (8, 5)  # the name-based tensor API and execute_async_v3 (JetPack 5.1 ships 8.5.2)
 DEFAULT_WORKSPACE = 1 << 30  # 1 GiB: enough tactics for CNNs, fits a Jetson Orin Nano
 
 

@@ -42,6 +42,9 @@ def random_onnx(tmp_path_factory):
     from deploykit.export.onnx import export_onnx
     from deploykit.zoo import build_model
 
+    import torch
+
+    torch.manual_seed(0)  # the same weights whatever ran before
     path = tmp_path_factory.mktemp("rand") / "rand.onnx"
     export_onnx(build_model("cifar:resnet20"), path)
     return path

@@ -29,7 +29,9 @@ if "loadInputs" in opts:
 
     x = np.fromfile(opts["loadInputs"].split(":", 1)[1], dtype="<f4").reshape(shape)
     y = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"]).run(None, {name: x})[0]
-    y = y + float(os.environ.get("FAKE_TRTEXEC_PERTURB", "0"))
+    # FAKE_TRTEXEC_PERTURB: noise as a fraction of the largest logit (a broken engine).
+    perturb = float(os.environ.get("FAKE_TRTEXEC_PERTURB", "0"))
+    y = y + perturb * np.abs(y).max() * np.random.default_rng(0).standard_normal(y.shape).astype(np.float32)
     with open(opts["exportOutput"], "w") as f:
         json.dump([{"name": "output", "dimensions": "x".join(map(str, y.shape)), "values": y.ravel().tolist()}], f)
 if "exportTimes" in opts:

@@ -131,7 +131,7 @@ def test_end_to_end_with_a_fake_trtexec_then_bench_import(bundle, tmp_path, caps
 
 def test_reference_mismatch_fails_the_run(bundle, tmp_path):
     proc = run_sh(bundle[0], "--duration", "1", "--out", str(tmp_path / "out"),
-                  env=fake_env(tmp_path, FAKE_TRTEXEC_PERTURB="5.0"))
+                  env=fake_env(tmp_path, FAKE_TRTEXEC_PERTURB="0.5"))
     assert proc.returncode == 1 and "reference check: FAILED" in proc.stdout
     assert json.loads((tmp_path / "out" / "results.json").read_text())["reference_check"]["passed"] is False
 
