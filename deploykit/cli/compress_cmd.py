@@ -1,45 +1,81 @@
-"""``deploykit compress``: prune a model physically to a MACs target."""
+"""``deploykit compress``: prune a model physically to cost targets, on a schedule, with optional distillation."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
 
 from deploykit.cli.common import MODEL_HELP, emit, human, ignore_option, json_option, model_options, out, table
+from deploykit.compression import TARGETS
 
 EXAMPLE = (
     "Example: deploykit compress cifar:resnet20 --weights ../shared/data/weights/resnet20-12fca82f.th "
-    "--data cifar10:../shared/data/cifar10 --target-macs 0.5 --finetune-epochs 1 --out out/r20"
+    "--data cifar10:../shared/data/cifar10 --target-macs 0.5 --schedule progressive --interval 2 "
+    "--finetune-epochs 1 --kd --out out/r20  (several processes: torchrun --nproc-per-node 2 -m deploykit compress ...)"
 )
 
 
-@click.command("compress", epilog=EXAMPLE, help=f"""Remove channels physically (a smaller dense model) until
-MACs <= target x the original's; write DIR/plan.json, DIR/model.safetensors and DIR/report.json.\n\n{MODEL_HELP}""")
+def target_options(f):
+    """One ``--target-NAME`` per registered target (a new registry entry is a new flag)."""
+    for name in reversed(TARGETS.names()):
+        kind = TARGETS.get(name)
+        f = click.option(f"--target-{name}", type=float, help=f"Keep at most this fraction of the {kind.what}, in (0, 1].")(f)
+    return f
+
+
+@click.command("compress", epilog=EXAMPLE, help=f"""Remove channels physically (a smaller dense model) until every
+given cost target is met; write DIR/plan.json, DIR/model.safetensors and DIR/report.json. Under torchrun, every
+process trains on its share of each global batch and rank 0 writes.\n\n{MODEL_HELP}""")
 @click.argument("model")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Artifact directory to write.")
-@click.option("--target-macs", required=True, type=float, help="Keep at most this fraction of the MACs, in (0, 1].")
+@target_options
 @click.option("--criterion", default="fisher", show_default=True, help="Channel importance criterion (l1, l2, fisher, ...).")
+@click.option("--normalize", help="Divide scores by the cost their removal saves: memory, flops, params, none, ... "
+              "(default: the criterion's; memory for fisher).")
+@click.option("--schedule", default="oneshot", show_default=True,
+              help="oneshot: prune once, then fine-tune; progressive: remove channels while fine-tuning.")
+@click.option("--interval", default=10, show_default=True, type=int, help="Progressive: iterations between removals.")
+@click.option("--channels-per-step", default=1, show_default=True, type=int,
+              help="Progressive: channels (chunks of --round-to) removed at each removal.")
 @click.option("--data", help="DATA spec: calibration and fine-tuning use its train split, top-1 its test split.")
-@click.option("--calib-batches", default=8, show_default=True, type=int, help="Calibration batches for data-driven criteria.")
-@click.option("--batch-size", default=64, show_default=True, type=int, help="Batch size for calibration and fine-tuning.")
-@click.option("--finetune-epochs", default=0.0, show_default=True, type=float, help="Epochs of fine-tuning after pruning.")
-@click.option("--lr", default=0.01, show_default=True, type=float, help="Peak learning rate of fine-tuning (cosine).")
-@click.option("--kd", is_flag=True, help="Distil from the unpruned model while fine-tuning.")
-@click.option("--normalize", help="Divide scores by the cost saved: memory, flops, params, none (default: the criterion's).")
+@click.option("--eval-data", multiple=True, metavar="SPEC", help="Another DATA spec to report top-1 on (repeatable).")
+@click.option("--calib-batches", default=8, show_default=True, type=int, help="Calibration batches (one-shot, data-driven criteria).")
+@click.option("--batch-size", default=64, show_default=True, type=int, help="Global batch size (all processes together).")
+@click.option("--finetune-epochs", default=0.0, show_default=True, type=float,
+              help="Training budget in epochs (progressive: pruning happens within it).")
+@click.option("--lr", default=0.01, show_default=True, type=float, help="Peak learning rate (cosine decay).")
+@click.option("--optimizer", default="sgd", show_default=True, help="sgd (momentum 0.9, nesterov) or adamw.")
+@click.option("--weight-decay", default=5e-4, show_default=True, type=float, help="Weight decay (not on BatchNorm or biases).")
+@click.option("--kd", is_flag=True, help="Distil from the unpruned model: (1-a) CE + a T^2 KL.")
+@click.option("--kd-alpha", default=0.5, show_default=True, type=float, help="Distillation weight a.")
+@click.option("--kd-temperature", default=4.0, show_default=True, type=float, help="Distillation temperature T.")
+@click.option("--bn-batches", default=20, show_default=True, type=int, help="Batches for BatchNorm recalibration after pruning.")
 @click.option("--round-to", default=1, show_default=True, type=int, help="Keep every pruned width a multiple of this.")
 @click.option("--max-ratio", default=0.9, show_default=True, type=float, help="Remove at most this fraction of any group.")
+@click.option("--checkpoint-every", default=0, show_default=True, type=int,
+              help="Write a resumable checkpoint to DIR/checkpoints every K iterations (0: never).")
+@click.option("--resume", is_flag=True, help="Continue from the newest checkpoint in DIR/checkpoints (same options).")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N (torchrun: each process its LOCAL_RANK).")
 @model_options
 @ignore_option
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
 @click.option("--force", is_flag=True, help="Replace a non-empty --out, once the new artifact is complete.")
 @json_option
-def compress(out_dir: Path, json_path: Path | None, ignore: tuple[str, ...], **kwargs) -> None:
-    """Compress to a MACs target."""
+def compress(out_dir: Path, json_path: Path | None, ignore: tuple[str, ...], eval_data: tuple[str, ...], **kwargs) -> None:
+    """Compress to cost targets."""
     from deploykit.compression import compress as run
     from deploykit.progress import RichReporter
 
-    report = run(reporter=RichReporter(), out=str(out_dir), ignore=list(ignore), **kwargs)
+    if all(kwargs.get(f"target_{n}") is None for n in TARGETS.names()):
+        others = ", ".join(f"--target-{n}" for n in TARGETS.names() if n != "macs")
+        raise click.UsageError(f"Missing option '--target-macs' (or {others})")
+    if kwargs.get("device", "cpu").startswith("cuda") and os.environ.get("LOCAL_RANK") and kwargs["device"] == "cuda":
+        kwargs["device"] = f"cuda:{os.environ['LOCAL_RANK']}"
+    report = run(reporter=RichReporter(), out=str(out_dir), ignore=list(ignore), eval_data=list(eval_data), **kwargs)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 prints and writes
+        return
     rows = [[name, human(r["params"]), human(r["macs"]), human(r["activation_bytes"], "B"), r.get("top1")]
             for name, r in (("base", report["base"]), ("pruned", report["pruned"]))]
     out(table(["model", "params", "MACs", "activations", "top-1"], rows))

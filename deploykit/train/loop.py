@@ -1,9 +1,11 @@
-"""Fine-tuning, evaluation and BatchNorm recalibration."""
+"""Fine-tuning steps (optionally distilled, optionally data-parallel), evaluation, BatchNorm recalibration."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import torch
@@ -11,6 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from deploykit.data import ImageDataset, batches
+from deploykit.registry import Registry
+from deploykit.train.distributed import Dist, wrap_ddp
 from deploykit.zoo.base import Preprocess
 
 
@@ -21,7 +25,7 @@ class TrainConfig:
     Attributes:
         epochs: passes over the training set (fractions allowed: 0.5 = half an epoch).
         lr: peak learning rate of the cosine schedule.
-        optimizer: ``sgd`` (momentum 0.9, nesterov) or ``adamw``.
+        optimizer: a name in :data:`OPTIMIZERS` (``sgd``: momentum 0.9, nesterov; ``adamw``).
         kd_alpha, kd_temperature: distillation weight α and temperature T (used with a teacher).
         augment: random crop + flip (CIFAR-style).
     """
@@ -44,19 +48,90 @@ def kd_loss(student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor, 
     return (1 - alpha) * ce + alpha * t * t * kl
 
 
+OptimizerFactory = Callable[[list[dict], float], torch.optim.Optimizer]
+OPTIMIZERS: Registry[OptimizerFactory] = Registry("optimizer")
+OPTIMIZERS.register("sgd", lambda groups, lr: torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True))
+OPTIMIZERS.register("adamw", lambda groups, lr: torch.optim.AdamW(groups, lr=lr))
+
+
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """SGD with momentum or AdamW; no weight decay on BatchNorm and biases."""
+    """The configured optimizer; no weight decay on BatchNorm and biases."""
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr)
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, nesterov=True)
+    return OPTIMIZERS.get(cfg.optimizer)(groups, cfg.lr)
 
 
 def cosine_lr(step: int, total: int, peak: float) -> float:
     """Cosine decay from ``peak`` to zero over ``total`` steps."""
     return 0.5 * peak * (1 + math.cos(math.pi * min(step, total) / max(total, 1)))
+
+
+class Trainer:
+    """One optimizer step at a time on a model that may shrink between steps.
+
+    Args:
+        model: trained in place.
+        cfg: optimizer, weight decay, distillation settings.
+        teacher: when given, the loss is :func:`kd_loss` against its logits.
+        dist: the process group; gradients are averaged over it (DDP).
+        device: where batches are moved.
+    """
+
+    def __init__(self, model: nn.Module, cfg: TrainConfig, teacher: nn.Module | None = None, dist: Dist | None = None,
+                 device: str = "cpu") -> None:
+        self.model, self.cfg, self.teacher = model, cfg, teacher
+        self.dist = dist or Dist()
+        self.device = device
+        self.optimizer = make_optimizer(model, cfg)
+        self._ddp: nn.Module | None = None
+        if teacher is not None:
+            teacher.eval()
+
+    def model_changed(self) -> None:
+        """Call after channels were removed: the DDP wrapper is rebuilt on the next step."""
+        self._ddp = None
+
+    def _module(self) -> nn.Module:
+        if self._ddp is None:
+            self._ddp = wrap_ddp(self.model, self.dist, self.device)
+        return self._ddp
+
+    def loss(self, out: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The training loss of a batch (mean over its samples)."""
+        if self.teacher is None:
+            return F.cross_entropy(out, y)
+        with torch.no_grad():
+            t_out = self.teacher(x)
+        return kd_loss(out, t_out, y, self.cfg.kd_alpha, self.cfg.kd_temperature)
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, lr: float,
+             observe: AbstractContextManager | None = None) -> float:
+        """One forward/backward/update at learning rate ``lr``; returns the global mean loss.
+
+        Args:
+            observe: a context entered around the forward and backward pass (a criterion
+                reading gradients from the training step).
+        """
+        x, y = x.to(self.device), y.to(self.device)
+        self.model.train()
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        with observe if observe is not None else contextlib.nullcontext():
+            loss = self.loss(self._module()(x), x, y)
+            loss.backward()
+        self.optimizer.step()
+        value = loss.detach().reshape(1).double()
+        return float(self.dist.all_reduce(value)) / self.dist.world
+
+    def state_dict(self) -> dict:
+        """The optimizer's state."""
+        return self.optimizer.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore the optimizer's state (the model must have the same architecture)."""
+        self.optimizer.load_state_dict(state)
 
 
 def train(
@@ -67,7 +142,7 @@ def train(
     teacher: nn.Module | None = None,
     on_step: Callable[[int, int, float], None] | None = None,
 ) -> float:
-    """Fine-tune ``model`` in place; returns the last batch's loss.
+    """Fine-tune ``model`` in place for ``cfg.epochs`` with a cosine schedule; returns the last batch's loss.
 
     Args:
         teacher: when given, the loss is :func:`kd_loss` against its logits.
@@ -75,29 +150,14 @@ def train(
     """
     steps_per_epoch = math.ceil(len(ds) / cfg.batch_size)
     total = max(1, round(cfg.epochs * steps_per_epoch))
-    opt = make_optimizer(model, cfg)
-    if teacher is not None:
-        teacher.eval()
-    model.train()
+    trainer = Trainer(model, cfg, teacher)
     step, loss_value, epoch = 0, float("nan"), 0
     while step < total:
         for x, y in batches(ds, pre, cfg.batch_size, shuffle=True, seed=cfg.seed + epoch, augment=cfg.augment):
             if step >= total:
                 break
-            for g in opt.param_groups:
-                g["lr"] = cosine_lr(step, total, cfg.lr)
-            out = model(x)
-            if teacher is not None:
-                with torch.no_grad():
-                    t_out = teacher(x)
-                loss = kd_loss(out, t_out, y, cfg.kd_alpha, cfg.kd_temperature)
-            else:
-                loss = F.cross_entropy(out, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            loss_value = trainer.step(x, y, cosine_lr(step, total, cfg.lr))
             step += 1
-            loss_value = loss.item()
             if on_step:
                 on_step(step, total, loss_value)
         epoch += 1
@@ -106,18 +166,25 @@ def train(
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, ds: ImageDataset, pre: Preprocess, batch_size: int = 256) -> float:
-    """Top-1 accuracy in percent."""
+def evaluate(model: nn.Module, ds: ImageDataset, pre: Preprocess, batch_size: int = 256, dist: Dist | None = None,
+             device: str = "cpu") -> float:
+    """Top-1 accuracy in percent; with several processes each takes a share of the batches."""
+    d = dist or Dist()
     model.eval()
-    correct = 0
-    for x, y in batches(ds, pre, batch_size):
-        correct += int((model(x).argmax(1) == y).sum())
-    return 100.0 * correct / max(len(ds), 1)
+    correct = torch.zeros(1, dtype=torch.float64)
+    for i, (x, y) in enumerate(batches(ds, pre, batch_size)):
+        if i % d.world == d.rank:
+            correct += int((model(x.to(device)).argmax(1).cpu() == y).sum())
+    return 100.0 * float(d.all_reduce(correct)) / max(len(ds), 1)
 
 
 @torch.no_grad()
-def recalibrate_bn(model: nn.Module, ds: ImageDataset, pre: Preprocess, num_batches: int = 20, batch_size: int = 128) -> None:
-    """Re-estimate BatchNorm running statistics (cumulative average) on a few batches."""
+def recalibrate_bn(model: nn.Module, ds: ImageDataset, pre: Preprocess, num_batches: int = 20, batch_size: int = 128,
+                   device: str = "cpu") -> None:
+    """Re-estimate BatchNorm running statistics (cumulative average) on a few batches.
+
+    Every process computes the same statistics from the same batches, so replicas stay identical.
+    """
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not bns:
         return
@@ -128,7 +195,7 @@ def recalibrate_bn(model: nn.Module, ds: ImageDataset, pre: Preprocess, num_batc
         m.momentum = None
         m.train()
     for x, _ in batches(ds, pre, batch_size, shuffle=True, limit=num_batches):
-        model(x)
+        model(x.to(device))
     for m, (mom, tr) in zip(bns, saved):
         m.momentum = mom
         m.train(tr)

@@ -1,0 +1,1 @@
+"""Training: fine-tuning loop and distillation, pruning schedules, torchrun/DDP, resumable checkpoints."""

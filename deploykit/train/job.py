@@ -1,0 +1,187 @@
+"""What a pruning schedule acts on, and the steps every schedule shares.
+
+A :class:`Job` holds the model being pruned, its channel groups and cost model,
+the criterion, the selection settings, the trainer and the batch stream; its
+methods are the moves a schedule makes: train one step (letting the criterion
+observe it), remove the next channels, declare the targets met, fine-tune to the
+end of the budget. Its :class:`PruneState` is everything a checkpoint needs
+besides tensors, so a schedule resumes by simply continuing from ``state``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+from deploykit.errors import DeployKitError
+from deploykit.graph.costs import CostModel
+from deploykit.graph.groups import ModelGraph
+from deploykit.importance.base import Batch, Importance, ScoringContext
+from deploykit.progress import Task
+from deploykit.select import SelectConfig, select_global
+from deploykit.train.distributed import Dist
+from deploykit.train.loop import Trainer
+from deploykit.train.stream import BatchStream
+from deploykit.train.surgery import remove_channels
+
+
+@runtime_checkable
+class ObservesTraining(Protocol):
+    """A criterion that accumulates from the training step's own forward and backward pass."""
+
+    def observe(self, ctx: ScoringContext, scale: float) -> contextlib.AbstractContextManager[None]: ...
+
+
+@runtime_checkable
+class Stateful(Protocol):
+    """A criterion whose accumulated statistics go into checkpoints."""
+
+    def state_dict(self) -> dict[str, torch.Tensor]: ...
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None: ...
+
+
+@dataclass
+class PruneState:
+    """Progress of a schedule (JSON in checkpoints).
+
+    Attributes:
+        iteration: training iterations done.
+        pruned_at: the iteration at which every target was met (None: still pruning).
+        removals: ``[iteration, group id, original channel indices]`` per removal, in order.
+        stages: top-1 by stage (``after_pruning``, ``after_bn_recalibration``) and data spec.
+    """
+
+    iteration: int = 0
+    pruned_at: int | None = None
+    removals: list[list[Any]] = field(default_factory=list)
+    stages: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PruneState:
+        """Inverse of :meth:`to_dict`."""
+        return cls(**d)
+
+
+@dataclass
+class Job:
+    """A model being pruned toward cost targets, and the means to train it.
+
+    Attributes:
+        total: the fine-tuning budget in iterations (0: no training).
+        lr: peak learning rate.
+        interval, channels_per_step: progressive pruning: every ``interval`` iterations
+            remove ``channels_per_step`` chunks (a chunk is one channel, or ``round_to``).
+        calibration: fresh calibration batches for criteria that score before training.
+        on_pruned: called once when the targets are met (evaluation, BN recalibration).
+        on_step: called after every iteration's work (progress, checkpoints when due).
+        save: writes a checkpoint now (when checkpointing is on).
+    """
+
+    model: nn.Module
+    graph: ModelGraph
+    cost_model: CostModel
+    criterion: Importance
+    scoring: ScoringContext
+    select: SelectConfig
+    comparable: bool
+    dist: Dist
+    trainer: Trainer | None = None
+    stream: BatchStream | None = None
+    total: int = 0
+    lr: float = 0.01
+    interval: int = 10
+    channels_per_step: int = 1
+    calibration: Callable[[], Iterable[Batch]] | None = None
+    on_pruned: Callable[[Job], None] = lambda job: None
+    on_step: Callable[[Job, float], None] = lambda job, loss: None
+    save: Callable[[], None] = lambda: None
+    state: PruneState = field(default_factory=PruneState)
+    task: Task | None = None
+
+    # -- costs -----------------------------------------------------------------------------------
+    def ratios(self) -> dict[str, float]:
+        """Predicted costs now as fractions of the base (``macs``, ``params``, ``activation_bytes``)."""
+        return self.cost_model.predict().ratio(self.cost_model.base)
+
+    def targets_met(self) -> bool:
+        """Whether the current widths meet every target."""
+        now = self.cost_model.predict()
+        return all(t.met(now, self.cost_model.base) for t in self.select.targets)
+
+    # -- pruning ---------------------------------------------------------------------------------
+    def scores(self) -> dict[str, torch.Tensor]:
+        """The criterion's current scores of every prunable group (summed over processes)."""
+        return {g.id: self.criterion.score(g, self.scoring).detach().double().cpu() for g in self.graph.prunable()}
+
+    def remove(self, scores: dict[str, torch.Tensor], max_chunks: int | None = None) -> int:
+        """Remove the globally cheapest chunks under ``scores`` (all needed for the targets, or ``max_chunks``).
+
+        Rank 0's choice is broadcast, so processes can never disagree on the architecture.
+        Returns the number of channels removed.
+        """
+        sel = select_global(self.cost_model, scores, replace(self.select, max_chunks=max_chunks), comparable=self.comparable)
+        removal = self.dist.broadcast(sel.remove)
+        if not removal:
+            return 0
+        optimizer = self.trainer.optimizer if self.trainer is not None else None
+        n = remove_channels(self.graph, removal, optimizer)
+        if self.trainer is not None:
+            self.trainer.model_changed()
+        for gid, idxs in removal.items():
+            self.state.removals.append([self.state.iteration, gid, list(idxs)])
+        return n
+
+    def pruning_done(self) -> None:
+        """Record that the targets are met at the current iteration and run :attr:`on_pruned`."""
+        if not self.targets_met():
+            r = self.ratios()
+            raise DeployKitError(
+                "cannot reach the targets: now at " + ", ".join(f"{k} {v:.3f}" for k, v in r.items())
+                + "; raise the targets or --max-ratio, or lower --round-to"
+            )
+        self.state.pruned_at = self.state.iteration
+        self.on_pruned(self)
+
+    @property
+    def removed_channels(self) -> int:
+        """Channels removed so far."""
+        return sum(len(r[2]) for r in self.state.removals)
+
+    # -- training --------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _observing(self, batch: Batch) -> Iterator[None]:
+        crit = self.criterion
+        if isinstance(crit, ObservesTraining):
+            # The training loss averages over this process's samples; scale to per-sample gradients.
+            with crit.observe(self.scoring, scale=float(batch[0].shape[0])):
+                yield
+        else:
+            yield
+
+    def train_step(self, lr: float, observe: bool = False) -> float:
+        """One iteration on the next batch; with ``observe``, the criterion accumulates from it."""
+        assert self.trainer is not None and self.stream is not None
+        batch = self.stream.batch(self.state.iteration)
+        ctx = self._observing(batch) if observe else contextlib.nullcontext()
+        loss = self.trainer.step(*batch, lr=lr, observe=ctx)
+        if observe and self.criterion.requires_data and not isinstance(self.criterion, ObservesTraining):
+            # A data-driven criterion that cannot read the training step gets its own pass.
+            self.criterion.accumulate(self.scoring, (batch[0].to(self.trainer.device), batch[1].to(self.trainer.device)))
+        self.state.iteration += 1
+        return loss
+
+    def finetune(self, lr_at: Callable[[int], float]) -> None:
+        """Train with learning rate ``lr_at(iteration)`` until the budget is spent."""
+        while self.state.iteration < self.total:
+            loss = self.train_step(lr_at(self.state.iteration))
+            self.on_step(self, loss)

@@ -1,0 +1,78 @@
+"""Pruning schedules: when channels are removed relative to fine-tuning.
+
+``oneshot``: score on calibration batches, remove everything the targets ask for at
+once, then fine-tune for the whole budget (cosine learning rate).
+
+``progressive`` (Group Fisher's schedule): fine-tune from the first iteration; the
+criterion accumulates from the training steps; every ``interval`` iterations the
+globally cheapest channel (or ``channels_per_step`` chunks, costs recomputed after
+each) is removed and the accumulators are reset, until every target is met. The
+learning rate stays at its peak while the network shrinks, then decays by cosine
+over the rest of the budget. If the targets are met only after the budget is spent,
+pruning still finishes (the report says how many iterations it took) and there is
+no fine-tuning left.
+
+A schedule is a small class with ``run(job)``; register new ones in :data:`SCHEDULES`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from deploykit.importance.base import score_groups
+from deploykit.registry import Registry
+from deploykit.train.job import Job
+from deploykit.train.loop import cosine_lr
+
+
+class Schedule(Protocol):
+    """``run(job)`` prunes ``job.model`` to its targets and spends its training budget.
+
+    Attributes:
+        trains_while_pruning: whether it needs training data and a budget to prune at all.
+    """
+
+    trains_while_pruning: bool
+
+    def run(self, job: Job) -> None: ...
+
+
+SCHEDULES: Registry[Callable[[], Schedule]] = Registry("schedule")
+
+
+@SCHEDULES.register("oneshot")
+class OneShot:
+    """Prune once from calibration scores, then fine-tune."""
+
+    trains_while_pruning = False
+
+    def run(self, job: Job) -> None:
+        if job.state.pruned_at is None:
+            calib = job.calibration() if job.criterion.requires_data and job.calibration is not None else None
+            job.remove(score_groups(job.criterion, job.scoring, calib))
+            job.pruning_done()
+            job.save()  # a checkpoint here spares a resumed run the calibration
+        job.finetune(lambda it: cosine_lr(it, job.total, job.lr))
+
+
+@SCHEDULES.register("progressive")
+class Progressive:
+    """Remove a channel every ``interval`` iterations while fine-tuning, until the targets are met."""
+
+    trains_while_pruning = True
+
+    def run(self, job: Job) -> None:
+        while job.state.pruned_at is None:
+            if job.targets_met():
+                job.pruning_done()
+                break
+            loss = job.train_step(job.lr, observe=True)
+            if job.state.iteration % job.interval == 0:
+                removed = job.remove(job.scores(), max_chunks=job.channels_per_step)
+                job.criterion.reset()
+                if removed == 0 or job.targets_met():
+                    job.pruning_done()  # raises when nothing is left to remove and a target is unmet
+            job.on_step(job, loss)
+        start = job.state.pruned_at or 0
+        job.finetune(lambda it: cosine_lr(it - start, job.total - start, job.lr))
