@@ -84,11 +84,41 @@ def _out_shape(node) -> tuple[int, ...] | None:
     return tuple(meta[0].shape)
 
 
-def _per_channel_numel(shape: tuple[int, ...]) -> int:
-    """Elements per channel per sample: channels on dim 1, except token tensors (B, N, C)."""
-    if len(shape) == 3:
-        return shape[1]
-    return int(math.prod(shape[2:])) if len(shape) > 2 else 1
+def channel_dim(node, memo: dict | None = None) -> int:
+    """The dim of a graph node's output that holds channels.
+
+    Convolutions and norms over dim 1 say NCHW; Linear and LayerNorm say the last
+    dim; a permute moves it; any other op inherits it from its first input.
+    """
+    memo = {} if memo is None else memo
+    if id(node) in memo:
+        return memo[id(node)]
+    shape = _out_shape(node)
+    nd = len(shape) if shape is not None else 4
+    mod = getattr(node, "module", None)
+    gf = getattr(node, "grad_fn", None)
+    memo[id(node)] = 1  # provisional, breaks cycles
+    if isinstance(mod, (nn.Linear, nn.LayerNorm)):
+        d = nd - 1
+    elif isinstance(mod, (nn.modules.conv._ConvNd, nn.modules.batchnorm._BatchNorm, nn.GroupNorm)):
+        d = 1
+    elif gf is not None and hasattr(gf, "_saved_dims") and node.inputs:
+        src = channel_dim(node.inputs[0], memo)
+        dims = [x % nd for x in gf._saved_dims]
+        d = dims.index(src) if src in dims else 1
+    elif node.inputs:
+        d = min(channel_dim(node.inputs[0], memo), nd - 1)
+    else:
+        d = 1
+    memo[id(node)] = d if nd > 1 else 0
+    return memo[id(node)]
+
+
+def _per_channel_numel(shape: tuple[int, ...], dim: int) -> int:
+    """Elements per channel per sample when channels are on ``dim``."""
+    if len(shape) < 2:
+        return 1
+    return int(math.prod(shape[1:]) // max(shape[dim], 1))
 
 
 @dataclass
@@ -124,6 +154,7 @@ class CostModel:
         self.layers: dict[str, _Layer] = {}
         self.act_per_channel = [0.0] * len(self.groups)
         self.neighbours: list[set[int]] = [set() for _ in self.groups]
+        self._chdim: dict = {}
         for gi, g in enumerate(self.groups):
             self._add_group(gi, g)
         self.group_layers: list[list[_Layer]] = [[] for _ in self.groups]
@@ -145,7 +176,7 @@ class CostModel:
             shape = _out_shape(it.node)
             if it.out and shape is not None and id(it.node) not in seen_tensors:
                 seen_tensors.add(id(it.node))
-                self.act_per_channel[gi] += share * _per_channel_numel(shape) * BYTES
+                self.act_per_channel[gi] += share * _per_channel_numel(shape, channel_dim(it.node, self._chdim)) * BYTES
             mod = it.module
             if mod is None or not any(True for _ in mod.parameters(recurse=False)):
                 continue
@@ -158,14 +189,15 @@ class CostModel:
     def _new_layer(self, name: str, mod: nn.Module, shape) -> _Layer | None:
         node = self.graph.dg.module2node.get(mod)
         shape = _out_shape(node) if node is not None else shape
-        positions = _per_channel_numel(shape) if shape is not None else 1
         if isinstance(mod, nn.modules.conv._ConvNd):
+            positions = int(math.prod(shape[2:])) if shape is not None else 1
             dw = mod.groups == mod.in_channels == mod.out_channels and mod.groups > 1
             return _Layer(name, "conv", mod.in_channels, mod.out_channels, mod.groups, dw,
                           int(math.prod(mod.kernel_size)), positions, mod.bias is not None, [], [])
         if isinstance(mod, nn.Linear):
-            tokens = shape[1] if shape is not None and len(shape) == 3 else 1
-            return _Layer(name, "linear", mod.in_features, mod.out_features, 1, False, 1, tokens, mod.bias is not None, [], [])
+            # Every position but the batch and the feature dim is a row of the matrix product.
+            rows = int(math.prod(shape[1:-1])) if shape is not None and len(shape) > 2 else 1
+            return _Layer(name, "linear", mod.in_features, mod.out_features, 1, False, 1, rows, mod.bias is not None, [], [])
         n = sum(p.numel() for p in mod.parameters(recurse=False))
         width = getattr(mod, "num_features", None) or getattr(mod, "num_channels", None)
         if width is None and isinstance(mod, nn.LayerNorm):

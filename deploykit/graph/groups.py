@@ -5,6 +5,9 @@ layer writing into one residual stream, a depthwise conv and its producer, the
 consumers whose input channels shrink with them. :class:`ModelGraph` keeps, for
 every group, the original indices of the channels still present (``kept``), so
 a selection made at any point is recorded in the original numbering.
+
+Within a group some channels can only go together (an *atom*): the channels of
+one group of a grouped convolution. Selection removes whole atoms.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import torch_pruning as tp
 from torch import nn
 
 from deploykit.errors import UnsupportedModelError
+from deploykit.graph import pruners, tracing
 
 # Ops the dependency graph treats as element-wise although they change the
 # channel count: a group through them would be pruned inconsistently.
@@ -46,9 +50,11 @@ class Group:
     """Coupled channels that are removed together.
 
     Attributes:
-        id: the root layer's module path (the layer whose output channels define the group).
+        id: the root layer's module path (the earliest layer, in definition order,
+            whose output channels define the group).
         channels: the group's current channel count.
         kept: original indices of the channels still present.
+        atoms: original indices that can only be removed together (singletons by default).
         prunable: whether deploykit will remove channels from it.
         reason: why not, when not prunable.
     """
@@ -58,6 +64,7 @@ class Group:
     channels: int
     kept: list[int]
     items: list[Item] = field(repr=False)
+    atoms: list[list[int]] = field(default_factory=list, repr=False)
     prunable: bool = True
     reason: str | None = None
 
@@ -71,6 +78,11 @@ class Group:
         """Named layers whose input channels shrink with the group."""
         return list(dict.fromkeys(i.name for i in self.items if i.module is not None and not i.out))
 
+    @property
+    def atom_size(self) -> int:
+        """Channels per atom (1 unless grouped convolutions constrain the group)."""
+        return max((len(a) for a in self.atoms), default=1)
+
     def to_dict(self) -> dict:
         """The JSON form used by ``inspect``."""
         return {
@@ -78,13 +90,10 @@ class Group:
             "layers": self.layers,
             "consumers": self.consumers,
             "channels": self.channels,
+            "atom": self.atom_size,
             "prunable": self.prunable,
             "reason": self.reason,
         }
-
-
-def _is_weighted(module: object) -> bool:
-    return isinstance(module, nn.Module) and any(True for _ in module.parameters(recurse=False))
 
 
 def _under(name: str, prefixes: Sequence[str]) -> bool:
@@ -95,9 +104,14 @@ class ModelGraph:
     """The model's coupled channel groups, and physical removal of their channels.
 
     Args:
-        model: the model (pruned in place by :meth:`remove`).
+        model: the model (pruned in place by :meth:`remove`). Grouped convolutions with
+            as many inputs as outputs are re-classed in place to be pruned by whole groups.
         example_input: a batch-1 input used to trace the graph.
-        ignore: module paths whose groups are left untouched (a path covers its submodules).
+        ignore: module paths left untouched (a path covers its submodules); they are
+            opaque to the trace, so whatever they contain cannot break it.
+
+    Raises:
+        UnsupportedModelError: an op the graph cannot follow, named with its module path.
     """
 
     def __init__(self, model: nn.Module, example_input: torch.Tensor, ignore: Sequence[str] = ()) -> None:
@@ -108,27 +122,70 @@ class ModelGraph:
         for p in self.ignore:
             if p not in names:
                 raise UnsupportedModelError(f"--ignore {p!r} names no module of the model")
-        self.dg = self._build()
+        pruners.mark_group_convs(model)
+        self.dg, self.owner = self._build()
+        self._check_custom_ops()
         self.groups: list[Group] = self._collect_groups()
         self.full_widths = [g.channels for g in self.groups]
         self._by_id = {g.id: g for g in self.groups}
 
-    def _build(self) -> tp.DependencyGraph:
+    def _build(self) -> tuple[tp.DependencyGraph, dict[object, str]]:
         was_training = self.model.training
+        owner: dict[object, str] = {}
         try:
             # Tracing follows autograd, so it must work even when called under no_grad.
-            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), torch.enable_grad():
+            with (
+                warnings.catch_warnings(),
+                contextlib.redirect_stdout(io.StringIO()),
+                torch.enable_grad(),
+                tracing.barriers(self.model, self.ignore),
+                tracing.attribution(self.model) as owner,
+            ):
                 warnings.simplefilter("ignore")
-                dg = tp.DependencyGraph().build_dependency(self.model, self.example_input, verbose=False)
+                dg = tp.DependencyGraph().build_dependency(
+                    self.model, self.example_input, customized_pruners=pruners.customized_pruners(), verbose=False
+                )
+                tracing.repair_splits(dg)
         except Exception as e:  # noqa: BLE001 - the graph library's errors become one user-facing line
-            msg = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
-            raise UnsupportedModelError(
-                f"cannot build the channel dependency graph ({type(e).__name__}: {msg}); "
-                "exclude the offending submodule with --ignore MODULE"
-            ) from None
+            raise self._trace_error(e, owner) from None
         finally:
             self.model.train(was_training)
-        return dg
+        return dg, owner
+
+    def _trace_error(self, e: Exception, owner: dict[object, str]) -> UnsupportedModelError:
+        """Name the op and module where the graph library failed, from the traceback."""
+        msg = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+        tb, where = e.__traceback__, None
+        while tb is not None:
+            node = tb.tb_frame.f_locals.get("node")
+            gf = getattr(node, "grad_fn", None)
+            if gf is not None and gf in owner:
+                where = (gf.name() if hasattr(gf, "name") else type(gf).__name__, owner[gf])
+            tb = tb.tb_next
+        if where is None:
+            return UnsupportedModelError(
+                f"cannot build the channel dependency graph ({type(e).__name__}: {msg}); "
+                "exclude the offending submodule with --ignore MODULE"
+            )
+        op, path = where
+        hint = f"--ignore {path}" if path else "--ignore MODULE (the op is in the model's own forward)"
+        return UnsupportedModelError(
+            f"the channel graph cannot follow op {op} in module '{path or '<model>'}' ({type(e).__name__}: {msg}); "
+            f"leave it out with {hint}"
+        )
+
+    def _check_custom_ops(self) -> None:
+        for node in self.dg.module2node.values():
+            gf = getattr(node, "grad_fn", None)
+            name = tracing.custom_function_name(gf)
+            if name is None:
+                continue
+            path = self.owner.get(gf, "")
+            hint = f"--ignore {path}" if path else "--ignore MODULE on the module that calls it"
+            raise UnsupportedModelError(
+                f"unsupported op {name} (a custom autograd function) in module '{path or '<model>'}': "
+                f"the channel graph cannot follow it; leave it out with {hint}"
+            )
 
     def name_of(self, node) -> str:
         """Module path of a graph node (``<op>`` names for functional ops)."""
@@ -138,7 +195,9 @@ class ModelGraph:
     def tp_group(self, group: Group) -> tp.Group:
         """A fresh Torch-Pruning group over all current channels (index maps refreshed)."""
         pruner = self.dg.get_pruner_of_module(group.root)
-        return self.dg.get_pruning_group(group.root, pruner.prune_out_channels, list(range(group.channels)))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return self.dg.get_pruning_group(group.root, pruner.prune_out_channels, list(range(group.channels)))
 
     def _items(self, tpg: tp.Group) -> list[Item]:
         items = []
@@ -162,33 +221,58 @@ class ModelGraph:
             if pruner is None or pruner.get_out_channels(m) is None:
                 continue
             channels = pruner.get_out_channels(m)
-            tpg = self.dg.get_pruning_group(m, pruner.prune_out_channels, list(range(channels)))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                tpg = self.dg.get_pruning_group(m, pruner.prune_out_channels, list(range(channels)))
             items = self._items(tpg)
             for it in items:
                 if it.out and it.module is not None:
                     seen.add(it.module)
             g = Group(self.dg._module2name[m], m, channels, list(range(channels)), items)
+            g.atoms = _atoms(g)
             g.prunable, g.reason = self._check(g)
             groups.append(g)
         return groups
 
     def _check(self, g: Group) -> tuple[bool, str | None]:
+        if _under(g.id, self.ignore):
+            return False, "ignored"
         for it in g.items:
             gf = getattr(it.node, "grad_fn", None)
+            why = tracing.barrier_reason(gf)
+            if why is not None and why.startswith(tracing.IGNORED):
+                return False, f"coupled to an ignored layer ({why.removeprefix(tracing.IGNORED)})"
+            if why is not None:
+                return False, f"unsupported op: {why}"
             op = gf.name() if gf is not None and hasattr(gf, "name") else ""
-            if op in CHANNEL_CHANGING_OPS:
-                return False, f"unsupported op: {CHANNEL_CHANGING_OPS[op]} near {g.id}"
+            if it.module is None and op in CHANNEL_CHANGING_OPS:
+                return False, f"unsupported op: {CHANNEL_CHANGING_OPS[op]} in {self.owner.get(gf) or '<model>'}"
         for it in g.items:
             if it.out and (not it.node.outputs or any(isinstance(o.module, tp.ops._OutputOp) for o in it.node.outputs)):
                 return False, f"model output ({it.name})"
-        if _under(g.id, self.ignore):
-            return False, "ignored"
         coupled = [it.name for it in g.items if it.module is not None and _under(it.name, self.ignore)]
         if coupled:
             return False, f"coupled to an ignored layer ({coupled[0]})"
-        if g.channels < 2:
-            return False, "a single channel"
+        if len(g.atoms) < 2:
+            return False, "a single channel" if g.channels < 2 else "a single group of a grouped convolution"
         return True, None
+
+    def input_sites(self) -> dict[nn.Module, list[tuple[str, list[int], list[int]]]]:
+        """Where each prunable group's channels enter a layer: ``{layer: [(group id, positions, channels)]}``.
+
+        Zeroing those input positions is exactly removing the channels: the consumers
+        (convs, linears, channel re-mappings) and the depthwise or grouped convs that
+        carry a group's channels through.
+        """
+        sites: dict[nn.Module, list[tuple[str, list[int], list[int]]]] = {}
+        for g in self.prunable():
+            for it in self._items(self.tp_group(g)):
+                mod = it.module
+                through = isinstance(mod, nn.modules.conv._ConvNd) and 1 < mod.groups and mod.in_channels == mod.out_channels
+                consumer = not it.out and isinstance(mod, (nn.modules.conv._ConvNd, nn.Linear, pruners.ChannelScatter))
+                if consumer or through:
+                    sites.setdefault(mod, []).append((g.id, it.idxs, it.root_idxs))
+        return sites
 
     def get(self, gid: str) -> Group:
         """The group whose root layer is ``gid``."""
@@ -213,3 +297,30 @@ class ModelGraph:
             self.dg.get_pruning_group(g.root, pruner.prune_out_channels, pos).prune(record_history=False)
         g.kept = [k for k in g.kept if k not in drop]
         g.channels = len(g.kept)
+        g.atoms = [a for a in ([k for k in atom if k not in drop] for atom in g.atoms) if a]
+
+
+def _atoms(g: Group) -> list[list[int]]:
+    """Union the group's channels that grouped convolutions force to go together."""
+    parent = {c: c for c in g.kept}
+
+    def find(c: int) -> int:
+        while parent[c] != c:
+            parent[c] = parent[parent[c]]
+            c = parent[c]
+        return c
+
+    for it in g.items:
+        first: dict[tuple, int] = {}
+        for pos, root in zip(it.idxs, it.root_idxs):
+            key = pruners.atom_keys(it.module, it.out, pos) if it.module is not None else None
+            if key is None or root not in parent:
+                continue
+            if key in first:
+                parent[find(root)] = find(first[key])
+            else:
+                first[key] = root
+    atoms: dict[int, list[int]] = {}
+    for c in g.kept:
+        atoms.setdefault(find(c), []).append(c)
+    return sorted(atoms.values())

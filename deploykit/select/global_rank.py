@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -46,13 +46,16 @@ class SelectConfig:
         targets: all must be met.
         normalize: registered cost name the chunk score is divided by.
         round_to: keep every group's width a multiple of this.
-        max_ratio: never remove more than this fraction of a group.
+        max_ratio: never remove more than this fraction of a group (of its width when the graph was traced).
+        max_chunks: stop after this many chunks even if a target is not met yet (progressive
+            pruning removes a few channels at a time); None: until every target is met.
     """
 
     targets: list[Target]
     normalize: str = "memory"
     round_to: int = 1
     max_ratio: float = 0.9
+    max_chunks: int | None = None
 
 
 @dataclass
@@ -71,13 +74,38 @@ def _min_keep(channels: int, cfg: SelectConfig) -> int:
     return max(k, math.ceil(keep / k) * k) if k > 1 else keep
 
 
-def _step(width: int, min_keep: int, k: int) -> int:
-    """Channels the next chunk removes (0 when the group is done)."""
-    if k > 1 and width % k:
-        step = width % k
-    else:
-        step = k
-    return step if width - step >= min_keep else 0
+class _GroupState:
+    """A group's atoms in removal order and how many are gone."""
+
+    def __init__(self, atoms: list[list[int]], scores: torch.Tensor, kept: list[int], min_keep: int, k: int) -> None:
+        pos = {c: i for i, c in enumerate(kept)}
+        mean = [float(scores[[pos[c] for c in a]].mean()) for a in atoms]
+        order = sorted(range(len(atoms)), key=lambda i: (mean[i], atoms[i][0]))
+        self.atoms = [atoms[i] for i in order]
+        self.sums = [float(scores[[pos[c] for c in self.atoms[i]]].sum()) for i in range(len(atoms))]
+        self.width = len(kept)
+        self.removed = 0
+        self.min_keep = min_keep
+        self.k = k
+
+    def step(self, k: int | None = None, min_keep: int | None = None) -> int:
+        """Atoms the next chunk removes: the fewest that leave a width ≥ min_keep and a multiple of k."""
+        k = self.k if k is None else k
+        min_keep = self.min_keep if min_keep is None else min_keep
+        w = self.width
+        for n in range(1, len(self.atoms) - self.removed):
+            w -= len(self.atoms[self.removed + n - 1])
+            if w < min_keep:
+                return 0
+            if w % k == 0:
+                return n
+        return 0
+
+    def channels(self, n: int) -> int:
+        return sum(len(a) for a in self.atoms[self.removed : self.removed + n])
+
+    def score(self, n: int) -> float:
+        return sum(self.sums[self.removed : self.removed + n])
 
 
 def select_global(
@@ -95,55 +123,60 @@ def select_global(
     groups = cost_model.groups
     w = cost_model.widths()
     base = cost_model.base
-    order: dict[int, list[int]] = {}
-    sorted_scores: dict[int, torch.Tensor] = {}
     sel = Selection()
-    min_keep: dict[int, int] = {}
+    states: dict[int, _GroupState] = {}
     for gi, g in enumerate(groups):
         if g.id not in scores:
             continue
         s = scores[g.id].double()
         if not comparable:
-            s = s / s.mean().clamp_min(1e-12)
-        idx = torch.argsort(s, stable=True)
-        order[gi] = idx.tolist()
-        sorted_scores[gi] = s[idx]
-        min_keep[gi] = _min_keep(g.channels, cfg)
-        if cfg.round_to > 1 and g.channels < 2 * cfg.round_to:
-            sel.unrounded[g.id] = f"{g.channels} channels: fewer than 2 × round-to {cfg.round_to}, kept whole"
-    removed = {gi: 0 for gi in order}
+            s = s / s.abs().mean().clamp_min(1e-12)
+        # Limits refer to the width when the graph was traced, so repeated calls (progressive pruning) never compound.
+        full = cost_model.full[gi]
+        st = _GroupState(g.atoms or [[c] for c in g.kept], s, g.kept, _min_keep(full, cfg), cfg.round_to)
+        unrounded_keep = _min_keep(full, replace(cfg, round_to=1))
+        if cfg.round_to > 1 and st.step() == 0 and st.step(1, unrounded_keep) > 0:
+            sel.unrounded[g.id] = (
+                f"{g.channels} channels in atoms of {g.atom_size}: no width that is a multiple of "
+                f"{cfg.round_to} and keeps at least {st.min_keep}; kept whole"
+            )
+            continue
+        states[gi] = st
 
     def priority(gi: int) -> float | None:
-        k = _step(w[gi], min_keep[gi], cfg.round_to)
-        if k == 0 or g_unrounded(gi):
+        st = states[gi]
+        n = st.step()
+        if n == 0:
             return None
-        r = removed[gi]
-        chunk = float(sorted_scores[gi][r : r + k].sum())
+        k = st.channels(n)
         cost = norm(cost_model.saving(gi, k, w))
         if cost <= 0:
             return None
-        return chunk / cost if cfg.normalize != "none" else chunk / k
+        return st.score(n) / cost if cfg.normalize != "none" else st.score(n) / k
 
-    def g_unrounded(gi: int) -> bool:
-        return groups[gi].id in sel.unrounded
-
-    prio = {gi: priority(gi) for gi in order}
+    prio = {gi: priority(gi) for gi in states}
+    chunks = 0
     while not all(t.met(cost_model.predict(w), base) for t in cfg.targets):
+        if cfg.max_chunks is not None and chunks >= cfg.max_chunks:
+            break
+        chunks += 1
         live = [(p, gi) for gi, p in prio.items() if p is not None]
         if not live:
             sel.met = False
             break
         _, gi = min(live)
-        k = _step(w[gi], min_keep[gi], cfg.round_to)
-        removed[gi] += k
+        st = states[gi]
+        n = st.step()
+        k = st.channels(n)
+        st.removed += n
+        st.width -= k
         w[gi] -= k
         for nb in cost_model.neighbours[gi] | {gi}:
             if nb in prio:
                 prio[nb] = priority(nb)
-    for gi, r in removed.items():
-        if r:
-            kept = groups[gi].kept
-            sel.remove[groups[gi].id] = sorted(kept[i] for i in order[gi][:r])
+    for gi, st in states.items():
+        if st.removed:
+            sel.remove[groups[gi].id] = sorted(c for a in st.atoms[: st.removed] for c in a)
     sel.predicted = cost_model.predict(w)
     return sel
 

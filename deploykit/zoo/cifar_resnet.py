@@ -10,22 +10,42 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deploykit.graph.pruners import ChannelScatter
+
 CIFAR10_LABELS = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 DEPTHS = {"resnet20": 3, "resnet32": 5, "resnet44": 7, "resnet56": 9}
 
 
-class PadShortcut(nn.Module):
+class PadShortcut(ChannelScatter):
     """Option-A shortcut: subsample by 2 and zero-pad ``pad`` channels on each side.
 
-    Parameter-free; input channel j lands at output channel j + pad.
+    Parameter-free; input channel j lands at output channel j + pad. Once pruned,
+    the mapping is an index (``index``, not saved: the plan rebuilds it): every
+    output channel gathers its source or a zero channel.
     """
 
-    def __init__(self, pad: int) -> None:
+    def __init__(self, in_channels: int, pad: int) -> None:
         super().__init__()
         self.pad = pad
+        self.in_channels = in_channels
+        self.out_channels = in_channels + 2 * pad
+        self.register_buffer("index", None, persistent=False)
+
+    def scatter_sources(self) -> list[int]:
+        if self.index is None:
+            return [o - self.pad if self.pad <= o < self.pad + self.in_channels else -1 for o in range(self.out_channels)]
+        return [int(i) if i < self.in_channels else -1 for i in self.index]
+
+    def set_sources(self, src: list[int], in_channels: int) -> None:
+        self.in_channels, self.out_channels = in_channels, len(src)
+        # Index in_channels is the zero channel appended in forward.
+        self.index = torch.tensor([s if s >= 0 else in_channels for s in src], dtype=torch.long)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad, self.pad))
+        x = x[:, :, ::2, ::2]
+        if self.index is None:
+            return F.pad(x, (0, 0, 0, 0, self.pad, self.pad))
+        return F.pad(x, (0, 0, 0, 0, 0, 1)).index_select(1, self.index.to(x.device))
 
 
 class BasicBlock(nn.Module):
@@ -39,7 +59,7 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(planes)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_planes != planes:
-            self.shortcut = PadShortcut(planes // 4)
+            self.shortcut = PadShortcut(in_planes, planes // 4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))

@@ -41,14 +41,25 @@ def test_remove_keeps_original_numbering_and_model_runs():
     assert m(torch.randn(2, 3, 16, 16)).shape == (2, 5)
 
 
-def test_channel_padding_shortcut_is_reported_not_mispruned():
-    from deploykit.zoo import build_model
+class FunctionalPad(torch.nn.Module):
+    """A channel zero-pad written inline: the graph library would treat it as element-wise."""
 
-    built = build_model("cifar:resnet20", pretrained=False)
-    g = ModelGraph(built.model, built.example_input())
-    stream = g.get("conv1")  # the stage-1 residual stream, padded into stage 2
-    assert not stream.prunable and "channel zero-padding" in stream.reason
-    assert g.get("layer1.0.conv1").prunable
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.b = torch.nn.Conv2d(8, 8, 3, padding=1)
+        self.head = torch.nn.Linear(8, 2)
+
+    def forward(self, x):
+        y = torch.nn.functional.pad(self.a(x), (0, 0, 0, 0, 2, 2))
+        return self.head(self.b(y).mean((2, 3)))
+
+
+def test_inline_channel_padding_is_reported_not_mispruned():
+    g = ModelGraph(FunctionalPad().eval(), torch.randn(1, 3, 8, 8))
+    a = g.get("a")
+    assert not a.prunable and a.reason == "unsupported op: channel zero-padding (F.pad on the channel dim) in <model>"
+    assert g.get("b").prunable
 
 
 def test_torchvision_resnet18_groups():

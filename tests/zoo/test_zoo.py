@@ -51,7 +51,7 @@ def test_option_a_shortcut_maps_channel_j_to_j_plus_pad():
     from deploykit.zoo.cifar_resnet import PadShortcut
 
     x = torch.randn(1, 16, 8, 8)
-    y = PadShortcut(8)(x)
+    y = PadShortcut(16, 8)(x)
     assert y.shape == (1, 32, 4, 4)
     assert torch.equal(y[:, 8:24], x[:, :, ::2, ::2])
     assert y[:, :8].abs().sum() == 0 and y[:, 24:].abs().sum() == 0
