@@ -1,0 +1,73 @@
+"""SIGKILL in the middle of a progressive run, resume, finish: the same pruned network as an uninterrupted run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import deploykit
+from deploykit.train.checkpoint import CheckpointDir
+
+ARGS = ["compress", "digits:demo", "--data", "digits", "--target-macs", "0.85", "--schedule", "progressive",
+        "--interval", "1", "--finetune-epochs", "0.5", "--batch-size", "32", "--bn-batches", "2", "--seed", "3"]
+
+
+def _env():
+    # One thread: identical arithmetic in every run (and no oversubscription on small machines).
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def _cli(*args):
+    return [sys.executable, "-m", "deploykit", *ARGS, *map(str, args)]
+
+
+def _wait_for_checkpoint(proc, root: Path, at_least: int, timeout: float = 600.0) -> None:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        steps = [int(p.name[5:]) for p in root.glob("step-*") if p.name[5:].isdigit()] if root.is_dir() else []
+        if steps and max(steps) >= at_least:
+            return
+        assert proc.poll() is None, "the run ended before it could be interrupted"
+        time.sleep(0.02)
+    raise AssertionError("no checkpoint appeared")
+
+
+def test_killed_progressive_run_resumes_to_the_same_architecture(tmp_path, digits_model):
+    killed, ref = tmp_path / "killed", tmp_path / "ref"
+    proc = subprocess.Popen(_cli("--out", killed, "--checkpoint-every", "2"), env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for_checkpoint(proc, killed / "checkpoints", at_least=6)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    # Nothing but checkpoints was written, and the newest complete one is mid-pruning.
+    assert sorted(p.name for p in killed.iterdir()) == ["checkpoints"]
+    ck = CheckpointDir(killed / "checkpoints").latest()
+    assert ck is not None and ck.iteration >= 6 and ck.meta["state"]["pruned_at"] is None
+    assert ck.meta["plan"], "channels were already removed before the kill"
+
+    r = subprocess.run(_cli("--out", killed, "--checkpoint-every", "2", "--resume", "--json", tmp_path / "resumed.json"),
+                       env=_env(), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "resuming from" in r.stderr
+    r = subprocess.run(_cli("--out", ref, "--json", tmp_path / "ref.json"), env=_env(), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+    resumed, full = json.loads((tmp_path / "resumed.json").read_text()), json.loads((tmp_path / "ref.json").read_text())
+    assert resumed["resumed_from"] >= ck.iteration and full["resumed_from"] is None
+    assert resumed["removals"] == full["removals"] and resumed["iterations"] == full["iterations"]
+    plan_a, plan_b = (json.loads((d / "plan.json").read_text()) for d in (killed, ref))
+    assert plan_a["groups"] == plan_b["groups"] and plan_a["groups"]
+    assert resumed["pruned"]["macs"] <= 0.85 * resumed["base"]["macs"]
+    # The finished artifact is complete and loads; the checkpoints are gone with the run.
+    assert sorted(p.name for p in killed.iterdir()) == ["model.safetensors", "plan.json", "report.json"]
+    a, b = deploykit.load(str(killed)), deploykit.load(str(ref))
+    x = a.example_input(2)
+    assert torch.allclose(a.model(x), b.model(x), atol=1e-5)
