@@ -19,15 +19,19 @@ import torch
 from torch import nn
 
 from deploykit.errors import DeployKitError
-from deploykit.graph.costs import CostModel
+from deploykit.graph.costs import CostModel, measure
 from deploykit.graph.groups import ModelGraph
 from deploykit.importance.base import Batch, Importance, ScoringContext
 from deploykit.progress import Task
-from deploykit.select import SelectConfig, select_global
+from deploykit.select import SelectConfig, Target, select_global
 from deploykit.train.distributed import Dist
 from deploykit.train.loop import Trainer
 from deploykit.train.stream import BatchStream
 from deploykit.train.surgery import remove_channels
+
+
+# A target no model meets: makes selection take chunks past the real targets.
+_NEVER_MET = Target("macs", -1.0)
 
 
 @runtime_checkable
@@ -123,13 +127,17 @@ class Job:
         """The criterion's current scores of every prunable group (summed over processes)."""
         return {g.id: self.criterion.score(g, self.scoring).detach().double().cpu() for g in self.graph.prunable()}
 
-    def remove(self, scores: dict[str, torch.Tensor], max_chunks: int | None = None) -> int:
+    def remove(self, scores: dict[str, torch.Tensor], max_chunks: int | None = None, beyond_targets: bool = False) -> int:
         """Remove the globally cheapest chunks under ``scores`` (all needed for the targets, or ``max_chunks``).
 
-        Rank 0's choice is broadcast, so processes can never disagree on the architecture.
-        Returns the number of channels removed.
+        With ``beyond_targets`` chunks go even if the predicted costs already meet the
+        targets. Rank 0's choice is broadcast, so processes can never disagree on the
+        architecture. Returns the number of channels removed.
         """
-        sel = select_global(self.cost_model, scores, replace(self.select, max_chunks=max_chunks), comparable=self.comparable)
+        cfg = replace(self.select, max_chunks=max_chunks)
+        if beyond_targets:
+            cfg = replace(cfg, targets=[_NEVER_MET])
+        sel = select_global(self.cost_model, scores, cfg, comparable=self.comparable)
         removal = self.dist.broadcast(sel.remove)
         if not removal:
             return 0
@@ -141,14 +149,26 @@ class Job:
             self.state.removals.append([self.state.iteration, gid, list(idxs)])
         return n
 
+    def measured_met(self) -> bool:
+        """Whether the model, measured by a forward pass, meets every target."""
+        x = self.graph.example_input.to(next(self.model.parameters()).device)
+        now = measure(self.model, x)
+        return all(t.met(now, self.cost_model.base) for t in self.select.targets)
+
     def pruning_done(self) -> None:
-        """Record that the targets are met at the current iteration and run :attr:`on_pruned`."""
-        if not self.targets_met():
-            r = self.ratios()
-            raise DeployKitError(
-                "cannot reach the targets: now at " + ", ".join(f"{k} {v:.3f}" for k, v in r.items())
-                + "; raise the targets or --max-ratio, or lower --round-to"
-            )
+        """Record that the targets are met at the current iteration and run :attr:`on_pruned`.
+
+        Selection works on predicted costs; should the measured model still exceed a
+        target (a cost the prediction misses), the cheapest chunks go one at a time
+        until the measurement agrees.
+        """
+        while not (self.targets_met() and self.measured_met()):
+            if self.remove(self.scores(), max_chunks=1, beyond_targets=True) == 0:
+                r = self.ratios()
+                raise DeployKitError(
+                    "cannot reach the targets: now at " + ", ".join(f"{k} {v:.3f}" for k, v in r.items())
+                    + "; raise the targets or --max-ratio, or lower --round-to"
+                )
         self.state.pruned_at = self.state.iteration
         self.on_pruned(self)
 

@@ -1,0 +1,100 @@
+"""Cost targets, schedules and their bad input, through the API and the CLI."""
+
+import json
+
+import click
+import pytest
+
+import deploykit
+from deploykit.cli.compress_cmd import target_options
+from deploykit.cli.main import main
+from deploykit.compression import TARGETS, CompressConfig, TargetKind
+from deploykit.errors import DeployKitError
+
+
+@pytest.mark.parametrize("kw", [{"target_memory": 0.8}, {"target_params": 0.5, "target_macs": 0.7},
+                                {"targets": {"memory": 0.9, "macs": 0.6}}], ids=["memory", "params+macs", "dict"])
+def test_every_target_is_met(kw, tmp_path, digits_model):
+    r = deploykit.compress(model="digits:demo", out=str(tmp_path / "a"), criterion="l1", **kw)
+    targets = kw.get("targets") or {k[len("target_"):]: v for k, v in kw.items()}
+    assert r["targets"] == targets
+    cost = {"macs": "macs", "params": "params", "memory": "activation_bytes"}
+    for name, ratio in targets.items():
+        assert r["pruned"][cost[name]] <= ratio * r["base"][cost[name]], name
+    # The binding target is met tightly: not a channel more than needed was removed.
+    assert any(r["ratios"][cost[n]] > ratio - 0.05 for n, ratio in targets.items())
+
+
+def test_target_names_come_from_the_registry():
+    assert {"macs", "params", "memory"} <= set(TARGETS.names())
+    with pytest.raises(DeployKitError, match="unknown target 'latency'; valid: macs, memory, params"):
+        CompressConfig.parse(model="m", out="o", target_latency=0.5)
+    with pytest.raises(DeployKitError, match="no target: pass at least one of --target-macs"):
+        CompressConfig.parse(model="m", out="o")
+    TARGETS.register("testonly", TargetKind("macs", "test cost"))
+    try:
+        cmd = target_options(click.command()(lambda **kw: None))
+        assert "--target-testonly" in {o for p in cmd.params for o in p.opts}
+        assert CompressConfig.parse(model="m", out="o", target_testonly=0.3).targets == {"testonly": 0.3}
+    finally:
+        TARGETS._entries.pop("testonly")
+
+
+def _bad(args, capsys):
+    code = main([str(a) for a in args])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert code == 2 and len(err) == 1 and "Traceback" not in err[0], err
+    return err[0]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--schedule", "progresive"], "unknown schedule 'progresive' (did you mean 'progressive'?); valid: oneshot, progressive"),
+    (["--schedule", "progressive"], "--schedule progressive prunes while fine-tuning: pass --data and --finetune-epochs"),
+    (["--optimizer", "sgdd"], "unknown optimizer 'sgdd' (did you mean 'sgd'?)"),
+    (["--target-params", "1.5"], "--target-params 1.5 is outside (0, 1]"),
+    (["--kd-alpha", "2"], "kd_alpha: Input should be less than or equal to 1"),
+    (["--interval", "0"], "interval: Input should be greater than or equal to 1"),
+    (["--device", "tpu"], "--device 'tpu': valid: cpu, cuda, cuda:N"),
+])
+def test_bad_schedule_options(extra, message, tmp_path, capsys):
+    out = tmp_path / "out"
+    line = _bad(["compress", "cifar:resnet20", "--target-macs", "0.5", "--criterion", "l1", "--out", out, *extra], capsys)
+    assert message in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_resume_with_other_options_is_refused_and_touches_nothing(tmp_path, capsys):
+    from deploykit.train.checkpoint import CheckpointDir
+    from deploykit.train.pipeline import fingerprint
+
+    out = tmp_path / "out"
+    old = CompressConfig.parse(model="cifar:resnet20", out=str(out), target_macs=0.5, criterion="l1", lr=0.02)
+    CheckpointDir(out / "checkpoints").save(4, {"model": {}}, {"config": fingerprint(old), "state": {}, "plan": []})
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    line = _bad(["compress", "cifar:resnet20", "--target-macs", "0.5", "--criterion", "l1", "--out", out, "--resume"], capsys)
+    assert "--resume: the checkpoint in" in line and "was written with lr=0.02, not 0.01" in line
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    # Other files beside the checkpoints still need --force.
+    (out / "notes.txt").write_text("mine")
+    line = _bad(["compress", "cifar:resnet20", "--target-macs", "0.5", "--criterion", "l1", "--out", out, "--resume"], capsys)
+    assert "holds more than checkpoints (notes.txt); pass --force" in line
+
+
+def test_progressive_report_and_extra_eval_sets(tmp_path, digits_model):
+    r = deploykit.compress(model="digits:demo", out=str(tmp_path / "p"), data="digits", eval_data=["digits:train"],
+                           target_macs=0.8, schedule="progressive", interval=2, channels_per_step=2, finetune_epochs=0.5,
+                           batch_size=32, bn_batches=2, kd=True)
+    assert r["schedule"] == "progressive" and r["normalize"] == "memory" and r["training"]["kd"] is True
+    assert set(r["eval"]) == {"digits:test", "digits:train"}
+    for spec, stages in r["eval"].items():
+        assert set(stages) == {"base", "after_pruning", "after_bn_recalibration", "final"}
+        assert all(0 <= v <= 100 for v in stages.values()), spec
+    assert r["pruned"]["top1"] == r["eval"]["digits:test"]["final"]
+    it = r["iterations"]
+    assert it["pruning"] <= it["done"] and it["done"] == max(it["budget"], it["pruning"])
+    assert all(step % 2 == 0 for step, _, _ in r["removals"])
+    assert r["channels_removed"] == sum(len(x[2]) for x in r["removals"]) > 0
+    assert r["pruned"]["macs"] <= 0.8 * r["base"]["macs"]
+    assert json.loads((tmp_path / "p" / "report.json").read_text())["removals"] == r["removals"]
+    built = deploykit.load(str(tmp_path / "p"))
+    assert sum(p.numel() for p in built.model.parameters()) == r["pruned"]["params"]
