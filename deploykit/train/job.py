@@ -11,6 +11,7 @@ besides tensors, so a schedule resumes by simply continuing from ``state``.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
@@ -85,6 +86,8 @@ class Job:
         lr: peak learning rate.
         interval, channels_per_step: progressive pruning: every ``interval`` iterations
             remove ``channels_per_step`` chunks (a chunk is one channel, or ``round_to``).
+        prune_within: progressive pruning: finish within this fraction of the budget
+            (removals grow as needed); None: no deadline.
         calibration: fresh calibration batches for criteria that score before training.
         on_pruned: called once when the targets are met (evaluation, BN recalibration).
         on_step: called after every iteration's work (progress, checkpoints when due).
@@ -105,6 +108,7 @@ class Job:
     lr: float = 0.01
     interval: int = 10
     channels_per_step: int = 1
+    prune_within: float | None = None
     calibration: Callable[[], Iterable[Batch]] | None = None
     on_pruned: Callable[[Job], None] = lambda job: None
     on_step: Callable[[Job, float], None] = lambda job, loss: None
@@ -154,6 +158,11 @@ class Job:
         x = self.graph.example_input.to(next(self.model.parameters()).device)
         now = measure(self.model, x)
         return all(t.met(now, self.cost_model.base) for t in self.select.targets)
+
+    def chunks_to_target(self, scores: dict[str, torch.Tensor]) -> int:
+        """How many chunks a selection under ``scores`` still needs to meet the targets (a dry run)."""
+        sel = select_global(self.cost_model, scores, self.select, comparable=self.comparable)
+        return math.ceil(sum(len(v) for v in sel.remove.values()) / max(1, self.select.round_to))
 
     def pruning_done(self) -> None:
         """Record that the targets are met at the current iteration and run :attr:`on_pruned`.

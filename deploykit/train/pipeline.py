@@ -201,7 +201,8 @@ class _Run:
         job = Job(model=model, graph=graph, cost_model=cost_model, criterion=criterion,
                   scoring=ScoringContext(model, graph, all_reduce=d.all_reduce), select=sel_cfg,
                   comparable=criterion.comparable, dist=d, trainer=trainer, stream=stream, total=total, lr=cfg.lr,
-                  interval=cfg.interval, channels_per_step=cfg.channels_per_step, state=state)
+                  interval=cfg.interval, channels_per_step=cfg.channels_per_step, prune_within=cfg.prune_within,
+                  state=state)
         job.calibration = lambda: self._calibration(train_ds, pre)
         job.on_pruned = lambda j: self._on_pruned(j, pre)
         job.save = lambda: self._save(job, base_top1) if cfg.checkpoint_every else None
@@ -335,3 +336,4 @@ class _Run:
             "world_size": self.d.world,
             "resumed_from": ckpt.iteration if ckpt is not None else None,
         }
+            "prune_within": cfg.prune_within if self.rs.schedule.trains_while_pruning else None,

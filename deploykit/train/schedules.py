@@ -6,7 +6,8 @@ once, then fine-tune for the whole budget (cosine learning rate).
 ``progressive`` (Group Fisher's schedule): fine-tune from the first iteration; the
 criterion accumulates from the training steps; every ``interval`` iterations the
 globally cheapest channel (or ``channels_per_step`` chunks, costs recomputed after
-each) is removed and the accumulators are reset, until every target is met. The
+each; or as many as it takes to finish within ``prune_within`` of the budget) is
+removed and the accumulators are reset, until every target is met. The
 learning rate stays at its peak while the network shrinks, then decays by cosine
 over the rest of the budget. If the targets are met only after the budget is spent,
 pruning still finishes (the report says how many iterations it took) and there is
@@ -17,6 +18,7 @@ A schedule is a small class with ``run(job)``; register new ones in :data:`SCHED
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Protocol
 
@@ -69,10 +71,27 @@ class Progressive:
                 break
             loss = job.train_step(job.lr, observe=True)
             if job.state.iteration % job.interval == 0:
-                removed = job.remove(job.scores(), max_chunks=job.channels_per_step)
+                scores = job.scores()
+                removed = job.remove(scores, max_chunks=self.chunks(job, scores))
                 job.criterion.reset()
                 if removed == 0 or job.targets_met():
                     job.pruning_done()  # raises when nothing is left to remove and a target is unmet
             job.on_step(job, loss)
         start = job.state.pruned_at or 0
         job.finetune(lambda it: cosine_lr(it - start, job.total - start, job.lr))
+
+    @staticmethod
+    def chunks(job: Job, scores: dict) -> int:
+        """Chunks to remove now: ``channels_per_step``, or more when ``prune_within`` asks to finish sooner.
+
+        With ``prune_within = F`` the chunks still needed (a dry run of the selection
+        under the current scores) are spread over the removals left before
+        ``F × budget`` iterations, so pruning ends in time whatever the scores.
+        """
+        n = job.channels_per_step
+        if job.prune_within is None:
+            return n
+        end = job.prune_within * job.total
+        left = max(1, math.floor((end - job.state.iteration) / job.interval) + 1)
+        needed = job.chunks_to_target(scores)
+        return max(n, math.ceil(needed / left))

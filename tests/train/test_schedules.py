@@ -21,7 +21,7 @@ from tests.models import TwoRes, randomize_bn
 PRE = Preprocess(size=(16, 16), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 
 
-def _job(schedule, interval=3, per_step=1, total=40, target=0.8):
+def _job(schedule, interval=3, per_step=1, total=40, target=0.8, within=None):
     torch.manual_seed(0)
     model = randomize_bn(TwoRes())
     graph = ModelGraph(model, torch.randn(1, 3, 16, 16))
@@ -37,6 +37,7 @@ def _job(schedule, interval=3, per_step=1, total=40, target=0.8):
     job = Job(model=model, graph=graph, cost_model=CostModel(graph), criterion=crit, scoring=ScoringContext(model, graph),
               select=SelectConfig([Target("macs", target)]), comparable=True, dist=Dist(), trainer=trainer,
               stream=BatchStream(ds, PRE, 16, seed=0), total=total, lr=0.05, interval=interval, channels_per_step=per_step,
+              prune_within=within,
               calibration=lambda: [ds_batch(ds)])
     job.spy = {"lrs": lrs, "adds": adds, "resets": resets}
     return job
@@ -75,6 +76,19 @@ def test_progressive_chunks_per_step():
     assert all(it % 2 == 0 for it in per_it)
     assert all(n == 3 for n in list(per_it.values())[:-1])  # the last step may stop early at the target
     assert job.targets_met()
+
+
+def test_prune_within_sizes_the_removals_to_finish_in_time():
+    slow = _job("progressive", interval=2, total=40, target=0.6)
+    SCHEDULES.get("progressive")().run(slow)
+    assert slow.state.pruned_at > 10  # one channel every 2 iterations is not enough for 0.6 of the MACs in 10
+    job = _job("progressive", interval=2, total=40, target=0.6, within=0.25)
+    SCHEDULES.get("progressive")().run(job)
+    assert job.targets_met() and job.state.pruned_at <= 10
+    steps = sorted({r[0] for r in job.state.removals})
+    assert steps == list(range(2, job.state.pruned_at + 1, 2))  # still every interval, just larger removals
+    sizes = [sum(len(r[2]) for r in job.state.removals if r[0] == it) for it in steps]
+    assert max(sizes) > 1
 
 
 def test_progressive_runs_past_the_budget_to_meet_the_target():
