@@ -31,11 +31,13 @@ _Site = tuple[str, torch.Tensor, torch.Tensor]  # group id, positions in the lay
 
 
 def mask_sites(graph: ModelGraph) -> dict[nn.Module, list[_Site]]:
-    """For each consuming layer, which of its input positions carry which group channel."""
-    return {
-        mod: [(gid, torch.tensor(idxs), torch.tensor(root)) for gid, idxs, root in entries]
-        for mod, entries in graph.input_sites().items()
-    }
+    """For each layer a group's channels enter, which of its input positions carry which group channel.
+
+    The graph's input sites: consumers (convs, linears, channel re-mappings such as the
+    option-A shortcut) and depthwise/grouped convs that carry the channels through.
+    """
+    return {mod: [(gid, torch.tensor(idxs), torch.tensor(root)) for gid, idxs, root in entries]
+            for mod, entries in graph.input_sites().items()}
 
 
 def _mask_shape(mod: nn.Module, x: torch.Tensor) -> tuple[int, ...]:

@@ -117,3 +117,23 @@ def test_costs_are_recomputed_as_neighbours_shrink(two_res):
     before = cost_model.saving(cost_model.index["conv1"], 1, w)["macs"]
     w[cost_model.index["stem"]] -= 4  # conv1's input shrinks: each of its channels now costs fewer MACs
     assert cost_model.saving(cost_model.index["conv1"], 1, w)["macs"] < before
+
+
+def test_resnet20_residual_stream_fisher_includes_the_option_a_shortcut():
+    """The stage-1 stream is read by every stage-1 block, stage 2's first conv and its option-A shortcut."""
+    from deploykit.zoo import build_model
+    from tests.importance.test_fisher import _literal_mask_grad
+
+    torch.manual_seed(0)
+    model = randomize_bn(build_model("cifar:resnet20", pretrained=False).model).double()
+    x, y = torch.randn(4, 3, 32, 32, dtype=torch.float64), torch.randint(0, 10, (4,))
+    graph = ModelGraph(model, x[:1].float().double())
+    scores = score_groups(get_criterion("fisher"), ScoringContext(model, graph), [(x, y)])
+    mods = dict(model.named_modules())
+    consumers = [mods[n] for n in ("layer1.0.conv1", "layer1.1.conv1", "layer1.2.conv1", "layer2.0.conv1", "layer2.0.shortcut")]
+    for c in (0, 7, 15):
+        g = _literal_mask_grad(model, consumers, c, x, y, eps=1e-7)  # small: many ReLU kinks nearby
+        assert torch.allclose(scores["conv1"][c].double(), 0.5 * (g**2).sum(), rtol=1e-4, atol=1e-12), c
+    # Leaving the shortcut out would be measurably wrong.
+    g = _literal_mask_grad(model, consumers[:-1], 7, x, y, eps=1e-7)
+    assert not torch.allclose(scores["conv1"][7].double(), 0.5 * (g**2).sum(), rtol=1e-3)
