@@ -1,7 +1,7 @@
 """Channel importance criteria, one family per module, all in :data:`CRITERIA`."""
 
 from deploykit.importance import fisher, magnitude  # noqa: F401  (registration)
-from deploykit.importance import operator_norm, tp_wrapped  # noqa: F401  (registration)
+from deploykit.importance import blend, dcff, ensemble, ga, lasso, operator_norm, tp_wrapped  # noqa: F401  (registration)
 from deploykit.importance.base import CRITERIA, Importance, ScoringContext, score_groups
 
 __all__ = ["CRITERIA", "Importance", "ScoringContext", "score_groups", "get_criterion"]
