@@ -165,7 +165,8 @@ class GroupFisher(Importance):
     def score(self, group: Group, ctx: ScoringContext) -> torch.Tensor:
         acc = self._acc.get(group.id)
         if acc is None or acc.numel() != group.channels:
-            acc = torch.zeros(group.channels, dtype=torch.float64)
+            device = next(iter(self._acc.values())).device if self._acc else torch.device("cpu")
+            acc = torch.zeros(group.channels, dtype=torch.float64, device=device)
         return ctx.all_reduce(acc.detach().clone()).cpu()
 
     def state_dict(self) -> dict[str, torch.Tensor]:

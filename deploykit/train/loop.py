@@ -171,7 +171,7 @@ def evaluate(model: nn.Module, ds: ImageDataset, pre: Preprocess, batch_size: in
     """Top-1 accuracy in percent; with several processes each takes a share of the batches."""
     d = dist or Dist()
     model.eval()
-    correct = torch.zeros(1, dtype=torch.float64)
+    correct = torch.zeros(1, dtype=torch.float64, device=device)  # on the device: NCCL reduces device tensors
     for i, (x, y) in enumerate(batches(ds, pre, batch_size)):
         if i % d.world == d.rank:
             correct += int((model(x.to(device)).argmax(1).cpu() == y).sum())

@@ -134,6 +134,21 @@ def run(cfg: CompressConfig, reporter: Reporter) -> dict[str, Any]:
     """Run one compress job; see :func:`deploykit.compression.compress`."""
     start = time.perf_counter()
     rs = _resolve(cfg)
+def _rng_states() -> dict[str, torch.Tensor]:
+    """This process's random generator states (CPU, and CUDA when used)."""
+    states = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state()
+    return states
+
+
+def _set_rng_states(states: dict[str, torch.Tensor]) -> None:
+    if "cpu" in states:
+        torch.set_rng_state(states["cpu"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state(states["cuda"])
+
+
     out = Path(cfg.out)
     _check_output(cfg, out)
     data = _Data.load(cfg)
@@ -265,7 +280,7 @@ class _Run:
             flat = torch.cat([local[k].reshape(-1).double() for k in keys]) if keys else torch.zeros(0, dtype=torch.float64)
             flat = self.d.all_reduce(flat.to(self.cfg.device)).cpu()
             crit_state = dict(zip(keys, flat.split([local[k].numel() for k in keys])))
-        rng = self.d.gather(torch.get_rng_state())
+        rng = self.d.gather(_rng_states())
         if not self.d.main:
             return
         if self.fresh_checkpoints:  # an earlier run's checkpoints in a --force'd directory must not mix in
@@ -274,7 +289,7 @@ class _Run:
         tensors: dict[str, dict[str, torch.Tensor]] = {
             "model": dict(job.model.state_dict()),
             "criterion": crit_state,
-            "rng": {str(r): s for r, s in enumerate(rng)},
+            "rng": {f"{r}.{kind}": state for r, states in enumerate(rng) for kind, state in states.items()},
         }
         meta: dict[str, Any] = {
             "config": fingerprint(self.cfg),
@@ -298,8 +313,8 @@ class _Run:
             saved = ckpt.tensors.get("criterion", {})
             criterion.load_state_dict(saved if self.d.main else {k: torch.zeros_like(v) for k, v in saved.items()})
         states = ckpt.tensors.get("rng", {})
-        if len(states) == self.d.world:
-            torch.set_rng_state(states[str(self.d.rank)])
+        if ckpt.meta.get("world_size") == self.d.world:  # else each process keeps its fresh seed
+            _set_rng_states({k.partition(".")[2]: v for k, v in states.items() if k.partition(".")[0] == str(self.d.rank)})
 
     # -- report ----------------------------------------------------------------------------------
     def _report(self, job: Job, base: Costs, pruned: Costs, base_top1: dict[str, float], final: dict[str, float],
