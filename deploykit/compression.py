@@ -54,8 +54,8 @@ class CompressConfig(StrictConfig):
     schedule: str = "oneshot"
     interval: int = Field(10, ge=1)
     channels_per_step: int = Field(1, ge=1)
-    data: str | None = None
     prune_within: float | None = Field(None, gt=0, le=1)
+    data: str | None = None
     eval_data: list[str] = []
     calib_batches: int = Field(8, ge=1)
     batch_size: int = Field(64, ge=1)

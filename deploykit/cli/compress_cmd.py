@@ -39,10 +39,10 @@ process trains on its share of each global batch and rank 0 writes.\n\n{MODEL_HE
 @click.option("--interval", default=10, show_default=True, type=int, help="Progressive: iterations between removals.")
 @click.option("--channels-per-step", default=1, show_default=True, type=int,
               help="Progressive: channels (chunks of --round-to) removed at each removal.")
-@click.option("--data", help="DATA spec: calibration and fine-tuning use its train split, top-1 its test split.")
-@click.option("--eval-data", multiple=True, metavar="SPEC", help="Another DATA spec to report top-1 on (repeatable).")
 @click.option("--prune-within", type=float,
               help="Progressive: finish pruning within this fraction of the budget (removals grow as needed), in (0, 1].")
+@click.option("--data", help="DATA spec: calibration and fine-tuning use its train split, top-1 its test split.")
+@click.option("--eval-data", multiple=True, metavar="SPEC", help="Another DATA spec to report top-1 on (repeatable).")
 @click.option("--calib-batches", default=8, show_default=True, type=int, help="Calibration batches (one-shot, data-driven criteria).")
 @click.option("--batch-size", default=64, show_default=True, type=int, help="Global batch size (all processes together).")
 @click.option("--finetune-epochs", default=0.0, show_default=True, type=float,

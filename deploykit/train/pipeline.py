@@ -344,6 +344,7 @@ class _Run:
                          "kd_alpha": cfg.kd_alpha, "kd_temperature": cfg.kd_temperature, "seed": cfg.seed},
             "interval": cfg.interval if self.rs.schedule.trains_while_pruning else None,
             "channels_per_step": cfg.channels_per_step if self.rs.schedule.trains_while_pruning else None,
+            "prune_within": cfg.prune_within if self.rs.schedule.trains_while_pruning else None,
             "groups_pruned": len({r[1] for r in job.state.removals}),
             "channels_removed": job.removed_channels,
             "removals": job.state.removals,
@@ -351,4 +352,3 @@ class _Run:
             "world_size": self.d.world,
             "resumed_from": ckpt.iteration if ckpt is not None else None,
         }
-            "prune_within": cfg.prune_within if self.rs.schedule.trains_while_pruning else None,
