@@ -42,7 +42,7 @@ def demo(out_dir: Path | None, target_macs: float, finetune_epochs: float, runs:
     for name, built in (("base", base), ("pruned", pruned)):
         path = root / f"{name}.onnx"
         export_onnx(built, path)
-        parity[name] = check_parity(built.model, path, [built.example_input(1), built.example_input(8, seed=1)])
+        parity[name] = check_parity(built.exported, path, [built.example_input(1), built.example_input(8, seed=1)])
         if parity[name]["max_rel_diff"] > PARITY_TOLERANCE:
             raise ParityError(f"{name}: ONNX Runtime differs from PyTorch by {parity[name]['max_rel_diff']:.3g}")
         onnx_paths[name] = path

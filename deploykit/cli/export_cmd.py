@@ -68,7 +68,7 @@ def export(model: str, onnx_path: Path, opset: int, data: str | None, samples: i
         result = export_onnx(built, fp32_path, opset=opset)
         inputs = [built.example_input(1, seed=0), built.example_input(4, seed=1)]
         real = prec.preprocessed(ds.images, built.preprocess, 32) if ds is not None else []
-        result.update(check_parity(built.model, fp32_path, inputs + [__import__("torch").from_numpy(x) for x in real]))
+        result.update(check_parity(built.exported, fp32_path, inputs + [__import__("torch").from_numpy(x) for x in real]))
         result["real_data"] = ds is not None
         if result["max_rel_diff"] > PARITY_TOLERANCE:
             raise ParityError(f"parity check failed: max relative difference {result['max_rel_diff']:.3g} > {PARITY_TOLERANCE}")

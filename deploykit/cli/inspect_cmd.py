@@ -26,8 +26,8 @@ def inspect(model: str, weights: str | None, input_shape: str | None, ignore: tu
     built = build_model(model, weights=weights, input_shape=parse_shape(input_shape) if input_shape else None, pretrained=False)
     check_input(built)
     example = built.example_input()
-    graph = ModelGraph(built.model, example, ignore=list(ignore))
-    costs = measure(built.model, example)
+    graph = ModelGraph(built.traced, example, ignore=list(ignore))
+    costs = measure(built.traced, example)
     result = {**costs.to_dict(), "input_shape": list(built.input_shape), "groups": [g.to_dict() for g in graph.groups]}
     out(f"{built.spec}  input {'x'.join(map(str, built.input_shape))}  params {human(costs.params)}  "
         f"MACs {human(costs.macs)}  activations {human(costs.activation_bytes, 'B')}")

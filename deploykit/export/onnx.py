@@ -42,15 +42,18 @@ def export_onnx(built: BuiltModel, path: str | Path, opset: int = DEFAULT_OPSET,
 
     if not 7 <= opset <= 22:
         raise DeployKitError(f"opset {opset} is not supported; valid: 7..22 (default {DEFAULT_OPSET})")
-    model = built.model.eval()
+    model = built.exported.eval()
     example = built.example_input()
-    axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
+    with torch.no_grad():
+        n_out = len(_flat(model(example)))
+    outputs = [OUTPUT_NAME] if n_out == 1 else [f"{OUTPUT_NAME}_{i}" for i in range(n_out)]
+    axes = {name: {0: "batch"} for name in [INPUT_NAME, *outputs]} if dynamic_batch else None
     with atomic_file(path) as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 model, (example,), str(tmp), dynamo=False, opset_version=opset,
-                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_axes=axes, do_constant_folding=True,
+                input_names=[INPUT_NAME], output_names=outputs, dynamic_axes=axes, do_constant_folding=True,
             )
         proto = onnx.load(str(tmp))
         onnx.checker.check_model(proto)
@@ -62,7 +65,9 @@ def export_onnx(built: BuiltModel, path: str | Path, opset: int = DEFAULT_OPSET,
             "base_spec": built.base_spec or built.spec,
             "input_shape": list(built.input_shape),
             "input": INPUT_NAME,
-            "output": OUTPUT_NAME,
+            "output": outputs[0],
+            "outputs": outputs,
+            "task": built.task,
             "opset": written,
             "preprocess": built.preprocess.to_dict(),
             "labels": built.labels,
@@ -105,17 +110,27 @@ def max_diffs(ref: np.ndarray, got: np.ndarray) -> tuple[float, float]:
     return abs_diff, abs_diff / max(float(np.max(np.abs(ref))), 1e-12)
 
 
+def _flat(out: object) -> list[torch.Tensor]:
+    """A model's outputs as a flat list (a tensor, a tuple/list, or a dict's values)."""
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, dict):
+        out = list(out.values())
+    return [t for o in out for t in _flat(o)]
+
+
 @torch.no_grad()
 def check_parity(model: nn.Module, onnx_path: str | Path, inputs: list[torch.Tensor]) -> dict[str, float]:
-    """Run PyTorch and ONNX Runtime on the same inputs; report the worst differences."""
+    """Run PyTorch and ONNX Runtime on the same inputs; report the worst differences over every output."""
     sess = ort_session(onnx_path)
     model.eval()
     worst_abs = worst_rel = 0.0
     for x in inputs:
-        ref = model(x).numpy()
-        got = sess.run(None, {INPUT_NAME: x.numpy()})[0]
-        if ref.shape != got.shape:
-            raise DeployKitError(f"ONNX output shape {got.shape} differs from PyTorch {ref.shape}")
-        a, r = max_diffs(ref, got)
-        worst_abs, worst_rel = max(worst_abs, a), max(worst_rel, r)
+        refs = [t.numpy() for t in _flat(model(x))]
+        gots = sess.run(None, {INPUT_NAME: x.numpy()})
+        for ref, got in zip(refs, gots, strict=True):
+            if ref.shape != got.shape:
+                raise DeployKitError(f"ONNX output shape {got.shape} differs from PyTorch {ref.shape}")
+            a, r = max_diffs(ref, got)
+            worst_abs, worst_rel = max(worst_abs, a), max(worst_rel, r)
     return {"max_abs_diff": worst_abs, "max_rel_diff": worst_rel}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,7 @@ def rebuild(plan: dict[str, Any]) -> tuple[BuiltModel, ModelGraph]:
 
     shape = tuple(plan["input_shape"])
     base = build_model(plan["base_spec"], input_shape=shape, pretrained=False)
-    graph = ModelGraph(base.model, base.example_input(), ignore=plan.get("ignore", []))
+    graph = ModelGraph(base.traced, base.example_input(), ignore=plan.get("ignore", []))
     apply_plan(graph, plan)
     return base, graph
 
@@ -62,8 +63,8 @@ def load_artifact(path: str | Path) -> BuiltModel:
     weights = Path(path) / WEIGHTS
     load_into(base.model, read_state_dict(weights), str(weights))
     base.model.eval()
-    return BuiltModel(
-        model=base.model,
+    return replace(
+        base,
         spec=str(path),
         input_shape=tuple(plan["input_shape"]),
         preprocess=Preprocess.from_dict(plan["preprocess"]),

@@ -48,6 +48,27 @@ def _torchvision(name: str, input_shape: tuple[int, ...] | None, pretrained: boo
     return BuiltModel(model, f"torchvision:{name}", shape, pre)
 
 
+@FAMILIES.register("torchvision-detection")
+def _torchvision_detection(name: str, input_shape: tuple[int, ...] | None, pretrained: bool) -> BuiltModel:
+    from deploykit.zoo.detection import wrap_detector
+
+    valid = torchvision_detection_models()
+    if name not in valid:
+        raise DeployKitError(unknown_name_message("torchvision detection model", name, valid))
+    import torchvision
+
+    det = torchvision.models.get_model(name, weights=None, weights_backbone=None)
+    return wrap_detector(det, f"torchvision-detection:{name}", input_shape or (1, 3, 512, 512))
+
+
+def torchvision_detection_models() -> list[str]:
+    """Detection models torchvision lists (those deploykit can wrap: Faster R-CNN, RetinaNet)."""
+    import torchvision
+
+    names = torchvision.models.list_models(module=torchvision.models.detection)
+    return [n for n in names if n.startswith(("fasterrcnn", "retinanet"))]
+
+
 @FAMILIES.register("cifar")
 def _cifar(name: str, input_shape: tuple[int, ...] | None, pretrained: bool) -> BuiltModel:
     from deploykit.zoo.cifar_resnet import CIFAR10_LABELS, DEPTHS, CifarResNet
@@ -137,7 +158,7 @@ def check_input(built: BuiltModel) -> None:
     """Run the example input once; an input the model rejects is a user error."""
     try:
         with torch.no_grad():
-            built.model(built.example_input())
+            built.traced(built.example_input())
     except Exception as e:  # noqa: BLE001 - any failure here is a shape the model cannot take
         msg = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
         shape = "x".join(map(str, built.input_shape))

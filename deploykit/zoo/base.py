@@ -64,6 +64,10 @@ class BuiltModel:
         labels: class names when known.
         base_spec: for a pruned artifact, the spec of the unpruned model.
         plan: for a pruned artifact, its plan (a dict as in plan.json).
+        task: ``classification`` or ``detection``.
+        graph_module: what the channel graph traces and costs count (default: ``model``);
+            a detector's traceable core, sharing the detector's modules.
+        export_module: what ONNX export writes (default: ``model``).
     """
 
     model: nn.Module
@@ -73,6 +77,19 @@ class BuiltModel:
     labels: list[str] | None = None
     base_spec: str | None = None
     plan: dict[str, Any] | None = field(default=None, repr=False)
+    task: str = "classification"
+    graph_module: nn.Module | None = field(default=None, repr=False)
+    export_module: nn.Module | None = field(default=None, repr=False)
+
+    @property
+    def traced(self) -> nn.Module:
+        """The module the channel graph traces (a detector's core, else the model)."""
+        return self.graph_module if self.graph_module is not None else self.model
+
+    @property
+    def exported(self) -> nn.Module:
+        """The module ONNX export writes."""
+        return self.export_module if self.export_module is not None else self.model
 
     def example_input(self, batch: int = 1, seed: int = 0) -> torch.Tensor:
         """A deterministic random input of the model's shape."""
