@@ -123,17 +123,6 @@ def _reachable(cost_model: CostModel, graph: ModelGraph, sel_cfg: SelectConfig) 
     return sel.unrounded
 
 
-def _costs(c: Costs, top1: float | None) -> dict[str, Any]:
-    d: dict[str, Any] = c.to_dict()
-    if top1 is not None:
-        d["top1"] = round(top1, 2)
-    return d
-
-
-def run(cfg: CompressConfig, reporter: Reporter) -> dict[str, Any]:
-    """Run one compress job; see :func:`deploykit.compression.compress`."""
-    start = time.perf_counter()
-    rs = _resolve(cfg)
 def _rng_states() -> dict[str, torch.Tensor]:
     """This process's random generator states (CPU, and CUDA when used)."""
     states = {"cpu": torch.get_rng_state()}
@@ -149,6 +138,17 @@ def _set_rng_states(states: dict[str, torch.Tensor]) -> None:
         torch.cuda.set_rng_state(states["cuda"])
 
 
+def _costs(c: Costs, top1: float | None) -> dict[str, Any]:
+    d: dict[str, Any] = c.to_dict()
+    if top1 is not None:
+        d["top1"] = round(top1, 2)
+    return d
+
+
+def run(cfg: CompressConfig, reporter: Reporter) -> dict[str, Any]:
+    """Run one compress job; see :func:`deploykit.compression.compress`."""
+    start = time.perf_counter()
+    rs = _resolve(cfg)
     out = Path(cfg.out)
     _check_output(cfg, out)
     data = _Data.load(cfg)
