@@ -57,6 +57,7 @@ def test_killed_progressive_run_resumes_to_the_same_architecture(tmp_path, digit
                        env=_env(), capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "resuming from" in r.stderr
+    assert "loss" in r.stderr and "MACs" in r.stderr  # the progress bar's status: iteration, loss, MACs, memory, removed
     r = subprocess.run(_cli("--out", ref, "--json", tmp_path / "ref.json"), env=_env(), capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
 
