@@ -20,7 +20,8 @@ Choices where the paper is silent:
   samples reach ρ ≈ 0.35 to 0.5 (better than Fisher's on the same batch). Every fit
   predicts the same quantity (the loss, on the same batches), so the scores still compare
   across groups (``comparable = True``). Masks act at the consumers' inputs, which is
-  exactly removal (:mod:`deploykit.importance.masks`).
+  exactly removal (:mod:`deploykit.importance.masks`); layers that run before a group's
+  consumers are replayed from one unmasked pass, not recomputed per sample.
 * Defaults: p = 0.9; M = 2 × the group's channels (at least 16) samples per group; the
   first calibration batch as the fixed batch; ridge λ = 1e-3 × the mean squared centred
   mask value × M (scale-free). The mask generator is seeded, so scores are reproducible;
@@ -35,7 +36,7 @@ import torch
 
 from deploykit.graph.groups import Group
 from deploykit.importance.base import CRITERIA, Batch, Importance, ScoringContext
-from deploykit.importance.masks import SiteMasks, mean_loss
+from deploykit.importance.masks import PrefixReplay, SiteMasks
 
 
 def ridge_fit(masks: torch.Tensor, losses: torch.Tensor, ridge: float) -> torch.Tensor:
@@ -70,15 +71,20 @@ class LinearEnsemble(Importance):
     def reset(self) -> None:
         self._batches: list[Batch] = []
         self._sites: SiteMasks | None = None
+        self._replay: PrefixReplay | None = None
 
     def accumulate(self, ctx: ScoringContext, batch: Batch) -> None:
         if len(self._batches) < self.batches:
             self._batches.append(batch)
+            self._replay = None
 
     def fit(self, group: Group, ctx: ScoringContext) -> torch.Tensor:
         """Sample, measure and fit one group: −w per channel."""
         if self._sites is None:
             self._sites = SiteMasks(ctx.graph)
+        if self._replay is None:  # what runs before the group's consumers is computed once, not per sample
+            self._replay = PrefixReplay(ctx.model, self._batches)
+        consumers = self._sites.consumers([group.id])
         c = group.channels
         m = self.samples or max(16, 2 * c)
         # A per-group stream (seeded by the group's name) keeps every group's draws independent of the others'.
@@ -88,7 +94,7 @@ class LinearEnsemble(Importance):
         n_local = sum(int(x.shape[0]) for x, _ in self._batches)
         for s in range(m):
             with self._sites.applied({group.id: draws[s]}):
-                losses[s] = mean_loss(ctx.model, self._batches, ctx.loss_fn) * n_local
+                losses[s] = self._replay.mean_loss(consumers, ctx.loss_fn) * n_local
         n = ctx.all_reduce(torch.tensor([float(n_local)], dtype=torch.float64))
         losses = ctx.all_reduce(losses) / n.clamp_min(1)
         return -ridge_fit(draws, losses, self.ridge)

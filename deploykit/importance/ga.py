@@ -33,7 +33,7 @@ from deploykit.graph.groups import Group
 from deploykit.importance.base import CRITERIA, Importance, ScoringContext
 from deploykit.importance.features import group_grams
 from deploykit.importance.magnitude import GroupNorm
-from deploykit.importance.masks import SiteMasks, mean_loss
+from deploykit.importance.masks import PrefixReplay, SiteMasks
 from deploykit.select.genetic import GAConfig, GAResult, genetic_subset
 from deploykit.select.sensitivity import allocate, sensitivity_curves
 
@@ -87,7 +87,8 @@ class GeneticSelection(Importance):
         grams = group_grams(graph, feats, positions=self.positions, all_reduce=job.dist.all_reduce)
         probe = {g.id: torch.argsort(grams[g.id].gram.diagonal()) for g in groups}
         ratios = [r for r in self.ratios if r <= job.select.max_ratio] or [job.select.max_ratio]
-        curves = sensitivity_curves(graph, losses, probe, ratios, loss_fn, masks)
+        replay = PrefixReplay(graph.model, losses)  # layers before the masked ones are replayed, not recomputed
+        curves = sensitivity_curves(graph, losses, probe, ratios, loss_fn, masks, replay)
         self.allocation = allocate(job.cost_model, curves, probe, job.select)
         fixed: dict[str, torch.Tensor] = {}
         removal: dict[str, list[int]] = {}
@@ -95,12 +96,12 @@ class GeneticSelection(Importance):
             n_remove = self.allocation.get(g.id, 0)
             if n_remove == 0:
                 continue
-            keep_mask = self._select_group(g, n_remove, graph, feats, losses, loss_fn, masks, fixed, job)
+            keep_mask = self._select_group(g, n_remove, graph, feats, replay, loss_fn, masks, fixed, job)
             fixed[g.id] = keep_mask
             removal[g.id] = [k for k, m in zip(g.kept, keep_mask.tolist()) if m == 0]
         return removal
 
-    def _select_group(self, g: Group, n_remove: int, graph, feats, losses, loss_fn, masks: SiteMasks,
+    def _select_group(self, g: Group, n_remove: int, graph, feats, replay: PrefixReplay, loss_fn, masks: SiteMasks,
                       fixed: dict[str, torch.Tensor], job) -> torch.Tensor:  # noqa: ANN001
         a = _atom_matrix(g)  # genes are atoms
         sizes = a.sum(1)
@@ -119,10 +120,11 @@ class GeneticSelection(Importance):
         cfg = replace(self.ga, seed=self.ga.seed + len(self.results))
         res = genetic_subset(a.shape[0], keep_atoms, step1, cfg, seeds=[greedy])
         best, best_loss = None, None
+        consumers = masks.consumers([*fixed, g.id])
         for _, genes in res.hall:  # the expensive fitness: the network's loss, for the best few
             keep = (genes.double() @ a).clamp(max=1.0).float()
             with masks.applied({**fixed, g.id: keep}):
-                loss = mean_loss(graph.model, losses, loss_fn)
+                loss = replay.mean_loss(consumers, loss_fn)
             if best_loss is None or loss < best_loss:
                 best, best_loss = keep, loss
         self.results[g.id] = res

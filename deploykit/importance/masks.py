@@ -88,6 +88,11 @@ class SiteMasks:
             for h in handles:
                 h.remove()
 
+    def consumers(self, gids: Iterable[str]) -> list[nn.Module]:
+        """The layers where the channels of groups ``gids`` enter."""
+        wanted = set(gids)
+        return [mod for mod, entries in self.sites.items() if any(e[0] in wanted for e in entries)]
+
     def keep_masks(self, removal: dict[str, Sequence[int]]) -> Masks:
         """0/1 masks over current channels from ``{group id: original indices to remove}``."""
         out: Masks = {}
@@ -168,3 +173,81 @@ def bn_recalibrated(model: nn.Module, batches: Iterable[Batch]) -> Iterator[None
             m.momentum = mom
             m.train(tr)
         model.train(was)
+
+
+class PrefixReplay:
+    """Skip the part of the forward pass that masks cannot change, for fixed batches.
+
+    Masks act at consumer inputs, so every layer that runs before the first masked
+    consumer sees exactly what it saw unmasked. One unmasked pass records the outputs of
+    every leaf module per batch; inside :meth:`replaying` those modules return their
+    recorded outputs instead of computing them (functional ops in between still run). For
+    a block-internal group of a ResNet that skips most of the network.
+
+    Args:
+        model: the model (eval mode; it must be deterministic on the batches).
+        batches: the fixed batches, replayed in this order by :meth:`forward_all`.
+    """
+
+    def __init__(self, model: nn.Module, batches: Sequence[Batch]) -> None:
+        self.model, self.batches = model, list(batches)
+        self.leaves = [m for m in model.modules() if not list(m.children())]
+        self.first_call: dict[nn.Module, int] = {}
+        self.last_call: dict[nn.Module, int] = {}
+        self.outputs: list[dict[nn.Module, list[torch.Tensor]]] = []
+        dev = device_of(model)
+        was = model.training
+        model.eval()
+        for b, (x, _) in enumerate(self.batches):
+            outs: dict[nn.Module, list[torch.Tensor]] = {}
+            counter = [0]
+
+            def hook(mod: nn.Module, args: tuple, out: torch.Tensor) -> None:
+                outs.setdefault(mod, []).append(out)
+                if b == 0:
+                    self.first_call.setdefault(mod, counter[0])
+                    self.last_call[mod] = counter[0]
+                counter[0] += 1
+
+            handles = [m.register_forward_hook(hook) for m in self.leaves]
+            try:
+                with torch.no_grad():
+                    model(x.to(dev))
+            finally:
+                for h in handles:
+                    h.remove()
+            self.outputs.append(outs)
+        model.train(was)
+
+    @contextlib.contextmanager
+    def replaying(self, consumers: Iterable[nn.Module], batch: int) -> Iterator[None]:
+        """While entered, leaf modules that finish before any of ``consumers`` is called replay ``batch``'s outputs."""
+        start = min((self.first_call[m] for m in consumers if m in self.first_call), default=0)
+        outs = self.outputs[batch]
+        patched = []
+        for mod in self.leaves:
+            if mod in outs and self.last_call.get(mod, start) < start:
+                queue = iter(outs[mod])
+                mod.forward = lambda *a, _q=queue, **k: next(_q)  # type: ignore[method-assign]
+                patched.append(mod)
+        try:
+            yield
+        finally:
+            for mod in patched:
+                del mod.forward  # back to the class's forward
+
+    @torch.no_grad()
+    def mean_loss(self, consumers: Iterable[nn.Module], loss_fn: Callable | None = None) -> float:
+        """:func:`mean_loss` over the fixed batches, replaying what precedes ``consumers``."""
+        loss_fn = loss_fn or (lambda out, y: F.cross_entropy(out, y, reduction="sum"))
+        consumers = list(consumers)
+        was = self.model.training
+        self.model.eval()
+        dev = device_of(self.model)
+        total, n = 0.0, 0
+        for b, (x, y) in enumerate(self.batches):
+            with self.replaying(consumers, b):
+                total += float(loss_fn(self.model(x.to(dev)), y.to(dev)))
+            n += x.shape[0]
+        self.model.train(was)
+        return total / max(n, 1)

@@ -4,13 +4,16 @@ An individual keeps exactly ``keep`` of ``n`` genes (a 0/1 row). Each generation
 tournament selection of parents, cardinality-preserving uniform crossover (genes both
 parents keep are kept, the rest drawn from the genes either keeps), swap mutation (a kept
 gene for a dropped one, repeated with probability ``mutation``), and elitism (the best
-``elite`` individuals survive unchanged). Fitness is higher-is-better and evaluated for a
+``elite`` individuals survive unchanged). A child identical to one already evaluated is
+bred again (up to 10 tries), which keeps small populations from collapsing onto one
+subset. Fitness is higher-is-better and evaluated for a
 whole population at once, so a cheap vectorized fitness (a quadratic form) costs one call.
 With elitism and a deterministic fitness, the best fitness never decreases.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -28,14 +31,15 @@ class GAConfig:
     elite: int = 2
     tournament: int = 3
     crossover: float = 0.9
-    mutation: float = 0.3
+    mutation: float = 0.5
     hall: int = 4
     seed: int = 0
 
 
 @dataclass
 class GAResult:
-    """The best individual, its fitness, the best fitness after each generation, and the distinct best seen."""
+    """The best individual, its fitness, the best fitness after each generation (fewer generations when the
+    search exhausted the subsets), and the distinct best seen."""
 
     best: torch.Tensor
     fitness: float
@@ -93,7 +97,10 @@ def genetic_subset(n: int, keep: int, fitness: Fitness, cfg: GAConfig = GAConfig
 
     remember(rows, fit)
     history = [float(fit.max())]
+    space = math.comb(n, keep)
     for _ in range(cfg.generations):
+        if len(seen) >= space:  # every subset has been evaluated: the best one is known
+            break
         order = torch.argsort(fit, descending=True)
         children = [rows[i].clone() for i in order[: cfg.elite]]
 
@@ -101,10 +108,17 @@ def genetic_subset(n: int, keep: int, fitness: Fitness, cfg: GAConfig = GAConfig
             contenders = torch.randint(len(rows), (cfg.tournament,), generator=gen)
             return rows[contenders[torch.argmax(fit[contenders])]]
 
+        taken = {c.to(torch.uint8).numpy().tobytes() for c in children}
         while len(children) < cfg.population:
-            a, b = pick(), pick()
-            child = _crossover(a, b, keep, gen) if float(torch.rand(1, generator=gen)) < cfg.crossover else a.clone()
-            children.append(_mutate(child, cfg.mutation, gen))
+            for _ in range(10):  # a child already seen would teach nothing: breed again (diversity)
+                a, b = pick(), pick()
+                child = _crossover(a, b, keep, gen) if float(torch.rand(1, generator=gen)) < cfg.crossover else a.clone()
+                child = _mutate(child, cfg.mutation, gen)
+                key = child.to(torch.uint8).numpy().tobytes()
+                if key not in seen and key not in taken:
+                    break
+            taken.add(key)
+            children.append(child)
         rows = torch.stack(children)
         fit = fitness(rows).double()
         remember(rows, fit)

@@ -20,7 +20,7 @@ import torch
 from deploykit.errors import DeployKitError
 from deploykit.graph.costs import CostModel
 from deploykit.graph.groups import ModelGraph
-from deploykit.importance.masks import Batch, SiteMasks, mean_loss
+from deploykit.importance.masks import Batch, PrefixReplay, SiteMasks, mean_loss
 from deploykit.select.global_rank import SelectConfig, select_global
 
 
@@ -31,13 +31,16 @@ def sensitivity_curves(
     ratios: Sequence[float],
     loss_fn: Callable | None = None,
     masks: SiteMasks | None = None,
+    replay: PrefixReplay | None = None,
 ) -> dict[str, list[tuple[float, float]]]:
     """``{group id: [(ratio, loss increase)]}`` for every group in ``probe_order``.
 
     Args:
         probe_order: per group, current channel positions in the order they are removed.
+        replay: a :class:`PrefixReplay` of ``batches`` (made here when not given).
     """
     masks = masks or SiteMasks(graph)
+    replay = replay or PrefixReplay(graph.model, batches)
     base = mean_loss(graph.model, batches, loss_fn)
     curves = {}
     for gid, order in probe_order.items():
@@ -48,7 +51,7 @@ def sensitivity_curves(
             keep = torch.ones(n)
             keep[order[:k]] = 0.0
             with masks.applied({gid: keep}):
-                points.append((k / n, mean_loss(graph.model, batches, loss_fn) - base))
+                points.append((k / n, replay.mean_loss(masks.consumers([gid]), loss_fn) - base))
         curves[gid] = points
     return curves
 
