@@ -52,6 +52,7 @@ class CompressConfig(StrictConfig):
     round_to: int = Field(1, ge=1)
     max_ratio: float = Field(0.9, gt=0, lt=1)
     schedule: str = "oneshot"
+    recover: str | None = None
     interval: int = Field(10, ge=1)
     channels_per_step: int = Field(1, ge=1)
     prune_within: float | None = Field(None, gt=0, le=1)

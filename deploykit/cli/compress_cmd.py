@@ -36,6 +36,8 @@ process trains on its share of each global batch and rank 0 writes.\n\n{MODEL_HE
               "(default: the criterion's; memory for fisher).")
 @click.option("--schedule", default="oneshot", show_default=True,
               help="oneshot: prune once, then fine-tune; progressive: remove channels while fine-tuning.")
+@click.option("--recover", help="Step between removal and fine-tuning: none, or reconstruct (least-squares refit of the "
+              "consumer layers on calibration data; the default for --criterion lasso).")
 @click.option("--interval", default=10, show_default=True, type=int, help="Progressive: iterations between removals.")
 @click.option("--channels-per-step", default=1, show_default=True, type=int,
               help="Progressive: channels (chunks of --round-to) removed at each removal.")

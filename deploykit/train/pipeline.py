@@ -28,12 +28,15 @@ from deploykit.importance.base import Batch, Importance
 from deploykit.progress import Reporter
 from deploykit.prune.artifact import save_artifact
 from deploykit.prune.plan import make_plan
+from deploykit.prune.reconstruct import RECOVERIES, Recovery
 from deploykit.select import NORMALIZERS, SelectConfig, Target, select_global
+from deploykit.train import dcff  # noqa: F401  (registers the dcff schedule)
 from deploykit.train.checkpoint import Checkpoint, CheckpointDir, optimizer_from_flat, optimizer_to_flat
 from deploykit.train.distributed import Dist, process_group, synchronized_batchnorm
 from deploykit.train.job import Job, PruneState, Stateful
 from deploykit.train.loop import OPTIMIZERS, Trainer, TrainConfig, evaluate, recalibrate_bn
 from deploykit.train.schedules import SCHEDULES, Schedule
+from deploykit.train.search import resolve_schedule
 from deploykit.train.stream import BatchStream
 from deploykit.zoo import build_model, check_input, parse_shape
 
@@ -48,6 +51,9 @@ class _Resolved:
     normalize: str
     schedule: Schedule
     targets: list[Target]
+    schedule_name: str
+    recover: Recovery
+    recover_name: str
 
 
 def _resolve(cfg: CompressConfig) -> _Resolved:
@@ -56,7 +62,10 @@ def _resolve(cfg: CompressConfig) -> _Resolved:
     normalize = cfg.normalize or criterion.default_normalize
     NORMALIZERS.get(normalize)
     OPTIMIZERS.get(cfg.optimizer)
-    schedule = SCHEDULES.get(cfg.schedule)()
+    recover_name = cfg.recover or getattr(criterion, "default_recover", "none")
+    recover = RECOVERIES.get(recover_name)
+    schedule_name = resolve_schedule(criterion, cfg.criterion, cfg.schedule, recover_name)
+    schedule = SCHEDULES.get(schedule_name)()
     targets = [Target(TARGETS.get(name).cost, ratio) for name, ratio in cfg.targets.items()]
     if criterion.requires_data and not cfg.data:
         raise DeployKitError(f"criterion {cfg.criterion!r} needs calibration data: pass --data SPEC")
@@ -64,7 +73,9 @@ def _resolve(cfg: CompressConfig) -> _Resolved:
         raise DeployKitError("--finetune-epochs needs --data")
     if schedule.trains_while_pruning and (not cfg.data or cfg.finetune_epochs <= 0):
         raise DeployKitError(f"--schedule {cfg.schedule} prunes while fine-tuning: pass --data and --finetune-epochs")
-    return _Resolved(criterion, normalize, schedule, targets)
+    if recover_name != "none" and not cfg.data:
+        raise DeployKitError(f"--recover {recover_name} needs calibration data: pass --data SPEC")
+    return _Resolved(criterion, normalize, schedule, targets, schedule_name, recover, recover_name)
 
 
 def _check_output(cfg: CompressConfig, out: Path) -> None:
@@ -219,7 +230,14 @@ class _Run:
                   interval=cfg.interval, channels_per_step=cfg.channels_per_step, prune_within=cfg.prune_within,
                   state=state)
         job.calibration = lambda: self._calibration(train_ds, pre)
-        job.on_pruned = lambda j: self._on_pruned(j, pre)
+
+        def reference() -> torch.nn.Module:
+            """The unpruned model as the graph traced it: what a recovery step fits against."""
+            b = build_model(cfg.model, weights=cfg.weights, input_shape=shape)
+            return getattr(b, "traced", b.model)
+
+        # The recovery step (e.g. least-squares reconstruction) runs between removal and evaluation.
+        job.on_pruned = lambda j: (self.rs.recover(j, reference), self._on_pruned(j, pre))
         job.save = lambda: self._save(job, base_top1) if cfg.checkpoint_every else None
         # No bar when there is nothing to train (one-shot without fine-tuning).
         bar = rep.task("fine-tuning", total) if total else Reporter().task("fine-tuning", None)
@@ -329,7 +347,8 @@ class _Run:
             "model": cfg.model,
             "criterion": cfg.criterion,
             "normalize": self.rs.normalize,
-            "schedule": cfg.schedule,
+            "schedule": self.rs.schedule_name,
+            "recover": self.rs.recover_name,
             "targets": dict(cfg.targets),
             "base": _costs(base, prim.get("base")),
             "pruned": _costs(pruned, prim.get("final")),
