@@ -333,6 +333,7 @@ def main() -> None:
         "schedule, recovery step) as `deploykit compress --criterion NAME` would. Top-1 in percent; 'pruned' is "
         "right after removal (after the recovery step where there is one).",
         "",
+        "",
     ]
     text = "\n".join(head) + table(args, models, criteria, wall) + "\n"
     args.out.write_text(text)

@@ -150,7 +150,6 @@ class BlendedCriteria(Importance):
         self.clusterings = {gid: cluster_criteria(r, self.threshold) for gid, r in self.ranks.items()}
         masks = SiteMasks(job.graph)
         cache: dict[tuple, tuple[float, float]] = {}
-        removals: dict[tuple, dict[str, list[int]]] = {}
 
         def fitness(alpha: torch.Tensor) -> tuple[float, float]:
             sel = select_global(job.cost_model, self.blended(alpha), job.select, comparable=self.comparable)
@@ -158,7 +157,7 @@ class BlendedCriteria(Importance):
             if key not in cache:
                 with masks.applied(masks.keep_masks(sel.remove)), bn_recalibrated(job.model, scoring):
                     acc, loss = accuracy_and_loss(job.model, held_out)
-                cache[key], removals[key] = (acc, -loss), sel.remove
+                cache[key] = (acc, -loss)
             return cache[key]
 
         k = len(self.pool)

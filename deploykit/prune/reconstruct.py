@@ -18,6 +18,7 @@ stability; biases, where the layer has one, are refit with the weights.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -171,9 +172,6 @@ def reconstruct_job(job: Job, reference: Callable[[], nn.Module], batches: int =
     """Reconstruct ``job``'s consumer layers against the unpruned model on calibration batches."""
     if job.calibration is None:
         raise DeployKitError("--recover reconstruct needs calibration data: pass --data SPEC")
-    calib = []
-    for b in job.calibration():
-        if len(calib) < batches:
-            calib.append(b)
+    calib = list(itertools.islice(job.calibration(), batches))
     ref = reference().to(device_of(job.model))
     reconstruct(job.graph, ref, calib, all_reduce=job.dist.all_reduce)
