@@ -84,7 +84,8 @@ class GeneticSelection(Importance):
         graph, loss_fn = job.graph, job.scoring.loss_fn
         groups = graph.prunable()
         masks = SiteMasks(graph)
-        grams = group_grams(graph, feats, positions=self.positions, all_reduce=job.dist.all_reduce)
+        # No collectives here: each process searches on its own batches and the schedule broadcasts rank 0's choice.
+        grams = group_grams(graph, feats, positions=self.positions)
         probe = {g.id: torch.argsort(grams[g.id].gram.diagonal()) for g in groups}
         ratios = [r for r in self.ratios if r <= job.select.max_ratio] or [job.select.max_ratio]
         replay = PrefixReplay(graph.model, losses)  # layers before the masked ones are replayed, not recomputed
@@ -107,8 +108,7 @@ class GeneticSelection(Importance):
         sizes = a.sum(1)
         per = int(sizes.max())
         keep_atoms = a.shape[0] - n_remove // per
-        gram = group_grams(graph, feats, [g.id], positions=self.positions, masks=masks, current=fixed,
-                           all_reduce=job.dist.all_reduce)[g.id]
+        gram = group_grams(graph, feats, [g.id], positions=self.positions, masks=masks, current=fixed)[g.id]
         gene_gram = a @ gram.gram @ a.T
 
         def step1(rows: torch.Tensor) -> torch.Tensor:  # the cheap fitness: −relative reconstruction error

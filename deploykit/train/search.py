@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from deploykit.errors import DeployKitError
-from deploykit.importance.base import Importance
+from deploykit.importance.base import CRITERIA, Importance
 from deploykit.train.job import Job
 from deploykit.train.loop import cosine_lr
 from deploykit.train.schedules import SCHEDULES
@@ -38,6 +38,10 @@ def resolve_schedule(criterion: Importance, criterion_name: str, requested: str,
     """
     own = getattr(criterion, "schedule", None)
     if own is None:
+        owners = {n: getattr(CRITERIA.get(n)(), "schedule", None) for n in CRITERIA.names()}
+        users = [n for n, s in owners.items() if s == requested]
+        if users:  # a criterion's own schedule cannot run another criterion
+            raise DeployKitError(f"--schedule {requested} runs only with --criterion {' or '.join(users)}")
         return requested
     if requested not in (DEFAULT_SCHEDULE, own):
         raise DeployKitError(f"criterion {criterion_name!r} runs its own schedule ({own}); leave out --schedule {requested}")

@@ -56,6 +56,8 @@ def _bad(args, capsys):
     (["--criterion", "l1", "--recover", "reconstrct"], "unknown recovery 'reconstrct' (did you mean 'reconstruct'?); valid: none, reconstruct"),
     (["--criterion", "l1", "--recover", "reconstruct"], "--recover reconstruct needs calibration data: pass --data SPEC"),
     (["--criterion", "ensemble"], "criterion 'ensemble' needs calibration data"),
+    (["--criterion", "l1", "--schedule", "search"], "--schedule search runs only with --criterion blend or ga"),
+    (["--criterion", "fisher", "--schedule", "dcff"], "--schedule dcff runs only with --criterion dcff"),
 ])
 def test_bad_criterion_options(extra, message, tmp_path, capsys):
     out = tmp_path / "out"
