@@ -1,0 +1,51 @@
+"""Latency in compression: attach a table's predictions to the cost model when a run asks for them.
+
+``--normalize latency``, ``--target-latency R`` and ``--round-to auto`` all read the
+latency table: the one given with ``--lut``, else the cached table for the default
+setting (ONNX Runtime on this CPU, batch 1, one thread), measured first, with progress
+bars, when there is none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from deploykit.bench.predictor import LatencyModel
+from deploykit.bench.profile import ProfileConfig, load_or_profile
+from deploykit.graph.costs import CostModel
+from deploykit.progress import Reporter
+
+LATENCY_TARGET = "latency"
+
+
+def wants_latency(normalize: str | None, targets: Iterable[str], round_to: int | str) -> bool:
+    """Whether a compress run needs a latency table."""
+    return normalize == "latency" or LATENCY_TARGET in set(targets) or round_to == "auto"
+
+
+def attach_latency(cost_model: CostModel, spec: str, *, normalize: str | None, targets: Iterable[str],
+                   round_to: int | str, lut: str | None = None, ignore: Sequence[str] = (),
+                   reporter: Reporter | None = None, profile: ProfileConfig | None = None) -> LatencyModel | None:
+    """Attach latency predictions to ``cost_model`` when the run needs them; returns the model, else None.
+
+    Raises:
+        DeployKitError: ``lut`` is missing, malformed or measured for another model or setting.
+    """
+    if not wants_latency(normalize, targets, round_to) and lut is None:
+        return None
+    rep = reporter or Reporter()
+    table, source = load_or_profile(cost_model, spec, profile or ProfileConfig(), rep, ignore, lut_path=lut)
+    model = LatencyModel(cost_model, table)
+    cost_model.attach_latency(model)
+    k = table.key
+    rep.log(f"latency table: {source} ({k.backend}, {k.device}, batch {k.batch}, threads {k.threads or 'auto'}); "
+            f"predicted base {cost_model.base.latency_ms:.3f} ms, measured {table.base_ms:.3f} ms")
+    return model
+
+
+def ladders_for(model: LatencyModel | None, round_to: int | str) -> tuple[int, dict[str, list[int]] | None]:
+    """``(round_to, ladders)`` for :class:`~deploykit.select.SelectConfig`: ``auto`` means step 1 on the ladders."""
+    if round_to != "auto":
+        return int(round_to), None
+    assert model is not None, "round_to auto needs the latency model attached first"
+    return 1, model.ladders()

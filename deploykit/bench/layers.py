@@ -1,0 +1,207 @@
+"""The weighted layers a latency table measures, as standalone operations.
+
+A :class:`LayerOp` is one call of a convolution or linear layer with everything but
+its channel counts fixed (kernel, stride, padding, input size, grouping): the key of
+a latency measurement. :func:`record_calls` finds every call of every weighted layer
+of a model in one forward pass (a layer called on several inputs, like a detection
+head shared by FPN levels, gives several calls). Builders turn an op and a
+``(cin, cout)`` pair into something a backend can time: a one-node ONNX graph, or a
+torch module.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from deploykit.registry import Registry
+
+
+@dataclass(frozen=True)
+class LayerOp:
+    """A convolution or linear call, channel counts aside.
+
+    Attributes:
+        kind: ``conv`` or ``linear``.
+        kernel, stride, dilation: per spatial dim (convolutions; empty for linear).
+        padding: ONNX ``pads`` (begins then ends).
+        in_per_group: input channels per group; 0 for an ordinary (ungrouped) layer. A
+            grouped layer keeps it fixed as it shrinks (deploykit prunes whole groups),
+            so its group count is ``cin // in_per_group``; depthwise is 1.
+        spatial: the input's spatial size (conv), or the dims between batch and features (linear).
+        bias: whether it adds a bias.
+    """
+
+    kind: str
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...]
+    padding: tuple[int, ...]
+    dilation: tuple[int, ...]
+    in_per_group: int
+    spatial: tuple[int, ...]
+    bias: bool
+
+    def key(self) -> str:
+        """A stable string form (measurement caches are keyed by it)."""
+        f = lambda t: "x".join(map(str, t)) or "-"  # noqa: E731
+        return (f"{self.kind}:k{f(self.kernel)}:s{f(self.stride)}:p{f(self.padding)}:d{f(self.dilation)}"
+                f":g{self.in_per_group}:i{f(self.spatial)}:b{int(self.bias)}")
+
+    def groups(self, cin: int) -> int:
+        """Group count at ``cin`` input channels."""
+        return max(1, cin // self.in_per_group) if self.in_per_group else 1
+
+    def to_dict(self) -> dict:
+        """JSON form."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> LayerOp:
+        """Inverse of :meth:`to_dict`."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+    def macs(self, cin: int, cout: int) -> float:
+        """Multiply-accumulates of one sample (for reports and sanity checks)."""
+        if self.kind == "linear":
+            return float(math.prod(self.spatial)) * cin * cout
+        out = [(s + self.padding[i] + self.padding[i + len(self.kernel)] - self.dilation[i] * (k - 1) - 1) // self.stride[i] + 1
+               for i, (s, k) in enumerate(zip(self.spatial, self.kernel))]
+        return float(math.prod(out)) * cout * (cin / self.groups(cin)) * math.prod(self.kernel)
+
+
+def op_of(module: nn.Module, input_shape: tuple[int, ...]) -> LayerOp | None:
+    """The :class:`LayerOp` of ``module`` called on an input of ``input_shape``; None for other layers."""
+    if isinstance(module, nn.modules.conv._ConvNd) and not module.transposed:
+        nd = len(module.kernel_size)
+        k, d = module.kernel_size, module.dilation
+        if module.padding == "same":  # the odd extra pixel goes at the end, as torch does
+            total = [d[i] * (k[i] - 1) for i in range(nd)]
+            pads = tuple(t // 2 for t in total) + tuple(t - t // 2 for t in total)
+        elif module.padding == "valid":
+            pads = (0,) * (2 * nd)
+        else:
+            pads = tuple(module.padding) * 2
+        groups = module.groups
+        ipg = 0 if groups == 1 else module.in_channels // groups
+        return LayerOp("conv", tuple(module.kernel_size), tuple(module.stride), pads, tuple(module.dilation), ipg,
+                       tuple(input_shape[-nd:]), module.bias is not None)
+    if isinstance(module, nn.Linear):
+        return LayerOp("linear", (), (), (), (), 0, tuple(input_shape[1:-1]), module.bias is not None)
+    return None
+
+
+@dataclass(frozen=True)
+class LayerCall:
+    """One call of a weighted layer: its module path, which call it was, and its op."""
+
+    name: str
+    call: int
+    op: LayerOp
+    cin: int
+    cout: int
+
+    @property
+    def key(self) -> str:
+        """``name`` for a layer called once, ``name#i`` for its i-th call otherwise."""
+        return self.name if self.call == 0 else f"{self.name}#{self.call}"
+
+
+@torch.no_grad()
+def record_calls(model: nn.Module, example_input: torch.Tensor) -> list[LayerCall]:
+    """Every call of every convolution and linear layer in one forward pass, in call order."""
+    calls: list[LayerCall] = []
+    counts: dict[str, int] = {}
+    hooks = []
+
+    def hook(name: str):
+        def fn(mod: nn.Module, args, _out) -> None:
+            if not args or not isinstance(args[0], torch.Tensor):
+                return
+            op = op_of(mod, tuple(args[0].shape))
+            if op is None:
+                return
+            cin = mod.in_channels if op.kind == "conv" else mod.in_features
+            cout = mod.out_channels if op.kind == "conv" else mod.out_features
+            i = counts.get(name, 0)
+            counts[name] = i + 1
+            calls.append(LayerCall(name, i, op, cin, cout))
+        return fn
+
+    for name, mod in model.named_modules():
+        if isinstance(mod, (nn.modules.conv._ConvNd, nn.Linear)):
+            hooks.append(mod.register_forward_hook(hook(name)))
+    was = model.training
+    model.eval()
+    try:
+        model(example_input[:1])
+    finally:
+        model.train(was)
+        for h in hooks:
+            h.remove()
+    return calls
+
+
+# -- builders: an op at (cin, cout) as something a backend runs ---------------------------------------------------
+
+def input_shape(op: LayerOp, batch: int, cin: int) -> tuple[int, ...]:
+    """The input of ``op`` at ``cin`` channels."""
+    return (batch, cin, *op.spatial) if op.kind == "conv" else (batch, *op.spatial, cin)
+
+
+def torch_module(op: LayerOp, cin: int, cout: int) -> nn.Module:
+    """A torch layer computing ``op`` (random weights)."""
+    if op.kind == "linear":
+        return nn.Linear(cin, cout, bias=op.bias)
+    conv = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[len(op.kernel)]
+    nd = len(op.kernel)
+    if op.padding[:nd] != op.padding[nd:]:
+        raise ValueError(f"asymmetric padding {op.padding} has no torch layer")
+    return conv(cin, cout, op.kernel, op.stride, op.padding[:nd], op.dilation, groups=op.groups(cin), bias=op.bias)
+
+
+ONNX_BUILDERS: Registry = Registry("layer kind")
+
+
+@ONNX_BUILDERS.register("conv")
+def _onnx_conv(op: LayerOp, cin: int, cout: int, batch: int, rng: np.random.Generator):
+    from onnx import helper, numpy_helper
+
+    g = op.groups(cin)
+    inits = [numpy_helper.from_array(rng.standard_normal((cout, cin // g, *op.kernel)).astype(np.float32) * 0.05, "W")]
+    if op.bias:
+        inits.append(numpy_helper.from_array(rng.standard_normal(cout).astype(np.float32), "B"))
+    node = helper.make_node("Conv", ["x", "W"] + (["B"] if op.bias else []), ["y"], kernel_shape=list(op.kernel),
+                            strides=list(op.stride), pads=list(op.padding), dilations=list(op.dilation), group=g)
+    return [node], inits
+
+
+@ONNX_BUILDERS.register("linear")
+def _onnx_linear(op: LayerOp, cin: int, cout: int, batch: int, rng: np.random.Generator):
+    from onnx import helper, numpy_helper
+
+    w = rng.standard_normal((cin, cout)).astype(np.float32) * 0.05
+    inits = [numpy_helper.from_array(w, "W")]
+    if op.bias:
+        inits.append(numpy_helper.from_array(rng.standard_normal(cout).astype(np.float32), "B"))
+    if not op.spatial:  # what the exporter writes for a classifier head
+        return [helper.make_node("Gemm", ["x", "W"] + (["B"] if op.bias else []), ["y"])], inits
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["m" if op.bias else "y"])]
+    if op.bias:
+        nodes.append(helper.make_node("Add", ["m", "B"], ["y"]))
+    return nodes, inits
+
+
+def onnx_model(op: LayerOp, cin: int, cout: int, batch: int, seed: int = 0) -> bytes:
+    """A serialized ONNX graph (opset 17) of ``op`` alone."""
+    from onnx import TensorProto, helper
+
+    nodes, inits = ONNX_BUILDERS.get(op.kind)(op, cin, cout, batch, np.random.default_rng(seed))
+    graph = helper.make_graph(nodes, "layer", [helper.make_tensor_value_info("x", TensorProto.FLOAT, input_shape(op, batch, cin))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()

@@ -1,0 +1,381 @@
+"""Build a model's latency table: scan every group, tabulate every layer, calibrate end to end.
+
+1. **Scan** (cliffs): for every prunable group, the group's layers are timed at each
+   width from the full width down by ``scan`` channels (one atom at a time), the other
+   groups whole; :func:`~deploykit.bench.fit.find_steps` finds the cliffs, their period
+   and the slow widths, and :func:`~deploykit.bench.fit.ladder` extends them to the
+   widths at the low side of every step down to the smallest width pruning may leave.
+2. **Tables**: every call of every convolution and linear layer is timed on a grid of
+   (input, output) channel counts spanning what pruning can make of it (grid points on
+   the ladder where an axis follows one group), then fitted non-decreasing.
+3. **Calibration**: whole copies of the model pruned uniformly (to ladder widths) are
+   timed end to end, interleaved; ``scale``, ``fixed_ms`` and ``ms_per_mb`` are the
+   non-negative least-squares fit of their fast runs (10th percentile) on the table sum
+   and the activation megabytes, and ``load`` is median / 10th percentile: the layer
+   points are the least of several passes, so both sides of the fit describe the model
+   on a machine left alone, and what contention adds is one factor that cancels in
+   every latency ratio.
+
+Single-layer measurements go through a per-device cache shared by every model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from deploykit.bench.fit import find_steps, ladder, monotone2d
+from deploykit.bench.latency import interleaved
+from deploykit.bench.layers import LayerCall, LayerOp, record_calls
+from deploykit.bench.lut import (
+    Calibration,
+    CalibrationPoint,
+    GroupCurve,
+    LayerTable,
+    Lut,
+    LutKey,
+    PointCache,
+    cache_path,
+    check_key,
+    points_path,
+    read_lut,
+)
+from deploykit.bench.machine import machine
+from deploykit.bench.predictor import MB, LatencyModel
+from deploykit.bench.timers import Timer, TimingConfig, get_timer
+from deploykit.bench.variants import prune_to_widths, uniform_widths
+from deploykit.graph.costs import CostModel
+from deploykit.progress import Reporter
+
+
+@dataclass(frozen=True)
+class ProfileConfig:
+    """How a table is measured.
+
+    Attributes:
+        backend: a registered timer (``ort``, ``torch``).
+        timing: batch, threads, runs per layer point, precision.
+        grid: points per channel axis of a layer table.
+        scan: channels scanned below each group's full width for cliffs (0: no scan;
+            ladders fall back to multiples of ``fallback_round``).
+        fallback_round: ladder spacing where a scan finds no cliff.
+        max_ratio: tables reach down to ``1 - max_ratio`` of each group's width.
+        calibration: fractions of the widths at which whole variants are timed.
+        calibration_runs: timed rounds of the calibration variants (interleaved).
+        passes: every layer point is measured this many times, in alternating order, and
+            the least median kept: a burst of load on a shared machine spoils one pass.
+        cache: read and write the table cache and the point cache.
+    """
+
+    backend: str = "ort"
+    timing: TimingConfig = TimingConfig()
+    grid: int = 6
+    scan: int = 32
+    fallback_round: int = 8
+    max_ratio: float = 0.9
+    calibration: tuple[float, ...] = (1.0, 0.8, 0.6, 0.45, 0.3)
+    calibration_runs: int = 30
+    passes: int = 2
+    cache: bool = True
+
+    def settings(self) -> dict:
+        """What went into a table besides its key (recorded in the file)."""
+        d = asdict(self)
+        d.pop("cache")
+        d["timing"] = {k: v for k, v in d["timing"].items() if k in ("runs", "warmup")}
+        return d
+
+
+@dataclass
+class _Call:
+    """A layer call and how its channel counts follow the group widths."""
+
+    call: LayerCall
+    layer: object | None  # cost-model layer
+    tied: float | None  # depthwise: cin / cout
+    in_groups: list[tuple[int, float]] = field(default_factory=list)
+    out_groups: list[tuple[int, float]] = field(default_factory=list)
+
+
+def arch_hash(calls: Sequence[LayerCall], cost_model: CostModel) -> str:
+    """A hash of every layer call's shape and every group's width: what a table depends on."""
+    doc = [[c.key, c.op.key(), c.cin, c.cout] for c in calls] + [[g.id, n] for g, n in zip(cost_model.groups, cost_model.full)]
+    return hashlib.sha256(json.dumps(doc).encode()).hexdigest()[:16]
+
+
+def make_key(spec: str, input_shape: Sequence[int], calls: Sequence[LayerCall], cost_model: CostModel, cfg: ProfileConfig,
+             timer: Timer) -> LutKey:
+    """The key of the table for this model and these settings."""
+    t = cfg.timing
+    return LutKey(backend=cfg.backend, device=timer.device(), runtime=timer.runtime(), precision=t.precision, batch=t.batch,
+                  threads=t.threads, model=spec, input_shape=list(input_shape), arch=arch_hash(calls, cost_model))
+
+
+class Profiler:
+    """Measures one model's latency table.
+
+    Args:
+        cost_model: the model's cost model (its graph holds the model and example input).
+        spec: the MODEL spec (recorded in the key).
+        cfg: how to measure.
+        reporter: progress bars.
+        ignore: module paths the graph was built with (variants are traced the same way).
+    """
+
+    def __init__(self, cost_model: CostModel, spec: str, cfg: ProfileConfig, reporter: Reporter | None = None,
+                 ignore: Sequence[str] = ()) -> None:
+        self.cm = cost_model
+        self.graph = cost_model.graph
+        self.cfg = cfg
+        self.rep = reporter or Reporter()
+        self.ignore = list(ignore)
+        self.timer = get_timer(cfg.backend, cfg.timing)
+        self.example = self.graph.example_input
+        self.calls = record_calls(self.graph.model, self.example)
+        self.key = make_key(spec, list(self.example.shape), self.calls, cost_model, cfg, self.timer)
+        self.points = PointCache(points_path(self.key) if cfg.cache else None)
+        self.full = self.cm.widths_full()
+        self.prunable = [i for i, g in enumerate(self.cm.groups) if g.prunable]
+        self.min_w = list(self.full)
+        for gi in self.prunable:
+            unit = self.cm.groups[gi].atom_size
+            self.min_w[gi] = max(unit, math.ceil((1 - cfg.max_ratio) * self.full[gi] / unit) * unit)
+        self._calls = [self._describe(c) for c in self.calls]
+
+    # -- measurement -------------------------------------------------------------------------------
+    def _describe(self, call: LayerCall) -> _Call:
+        lay = self.cm.layers.get(call.name)
+        if lay is None or lay.kind == "norm":
+            return _Call(call, None, None)
+        tied = call.cin / call.cout if lay.depthwise else None
+        return _Call(call, lay, tied, list(lay.in_terms), list(lay.out_terms))
+
+    def dims(self, c: _Call, w: list[int]) -> tuple[int, int]:
+        """A call's (cin, cout) at group widths ``w``."""
+        if c.layer is None:
+            return c.call.cin, c.call.cout
+        cin, cout = self.cm._dims(c.layer, w)
+        if c.tied is not None:
+            cin = c.tied * cout
+        return max(1, round(cin)), max(1, round(cout))
+
+    def measure_all(self, points: Sequence[tuple[LayerOp, int, int]], what: str) -> None:
+        """Measure every point not cached yet, ``passes`` times in alternating order, keeping the least."""
+        todo = list(dict.fromkeys(p for p in points if self.points.get(PointCache.name(p[0].key(), p[1], p[2])) is None))
+        passes = max(1, self.cfg.passes)
+        with self.rep.task(what, len(todo) * passes) as task:
+            for k in range(passes):
+                for op, cin, cout in todo if k % 2 == 0 else reversed(todo):
+                    name = PointCache.name(op.key(), cin, cout)
+                    ms = self.timer.layer_ms(op, cin, cout)
+                    old = self.points.new.get(name)
+                    self.points.put(name, ms if old is None else min(old, ms))
+                    task.advance(1, f"pass {k + 1}/{passes}")
+                    if len(self.points.new) % 500 == 0:  # keep what was measured should the run be cut short
+                        self.points.save()
+        self.points.save()
+
+    def measure(self, op: LayerOp, cin: int, cout: int) -> float:
+        """One layer point (measured now unless cached)."""
+        name = PointCache.name(op.key(), cin, cout)
+        got = self.points.get(name)
+        if got is None:
+            self.measure_all([(op, cin, cout)], "layer")
+            got = self.points.get(name)
+        return got
+
+    # -- 1. scan -----------------------------------------------------------------------------------
+    def scan_widths(self, gi: int) -> list[int]:
+        """Widths scanned for group ``gi``: full, then one atom less at a time, ``scan`` channels down."""
+        unit = self.cm.groups[gi].atom_size
+        top = self.full[gi]
+        return sorted(w for w in range(top, top - self.cfg.scan - 1, -unit) if w >= self.min_w[gi])
+
+    def scan(self) -> dict[str, GroupCurve]:
+        """Every prunable group's scan, cliffs and ladder."""
+        members = {gi: [c for c in self._calls if c.layer is not None and gi in {g for g, _ in c.in_groups + c.out_groups}]
+                   for gi in self.prunable}
+        plan = {gi: self.scan_widths(gi) if self.cfg.scan > 0 else [] for gi in self.prunable}
+
+        def at(gi: int, width: int) -> list[tuple[LayerOp, int, int]]:
+            w = list(self.full)
+            w[gi] = width
+            return [(c.call.op, *self.dims(c, w)) for c in members[gi]]
+
+        self.measure_all([p for gi in self.prunable for width in plan[gi] for p in at(gi, width)], "scanning groups")
+        curves: dict[str, GroupCurve] = {}
+        for gi in self.prunable:
+            g = self.cm.groups[gi]
+            ms = [sum(self.measure(*p) for p in at(gi, width)) for width in plan[gi]]
+            steps = find_steps(plan[gi], ms, unit=g.atom_size)
+            lad = ladder(steps, self.min_w[gi], self.full[gi], unit=g.atom_size, fallback=self.cfg.fallback_round)
+            curves[g.id] = GroupCurve(channels=self.full[gi], unit=g.atom_size, widths=plan[gi], ms=[round(v, 5) for v in ms],
+                                      fit=[round(v, 5) for v in steps.fit], cliffs=steps.cliffs, period=steps.period,
+                                      offset=steps.offset, slow=steps.slow, ladder=lad)
+        return curves
+
+    # -- 2. tables ---------------------------------------------------------------------------------
+    def _axis(self, c: _Call, terms: list[tuple[int, float]], side: int, ladders: dict[int, list[int]]) -> tuple[list[int], list[int] | None]:
+        """Grid values of one axis of a call, and its ladder when the axis follows one group."""
+        lo = self.dims(c, self.min_w)[side]
+        hi = self.dims(c, self.full)[side]
+        if lo >= hi:
+            return [hi], None
+        n = max(2, self.cfg.grid)
+        lad = None
+        if len(terms) == 1 and abs(terms[0][1] - 1.0) < 1e-9 and terms[0][0] in ladders:
+            gi = terms[0][0]
+            offset = hi - self.full[gi]  # channels of the axis that no group owns
+            lad = [v + offset for v in ladders[gi]]
+            idx = sorted({round(i) for i in np.linspace(0, len(lad) - 1, min(n, len(lad)))})
+            values = [lad[i] for i in idx]
+        else:
+            values = [min(hi, max(lo, int(round(v / 8)) * 8)) for v in np.linspace(lo, hi, n)]
+        return sorted(set(values) | {lo, hi}), lad
+
+    def tables(self, curves: dict[str, GroupCurve]) -> dict[str, LayerTable]:
+        """Every layer call's table on its grid."""
+        ladders = {gi: curves[self.cm.groups[gi].id].ladder for gi in self.prunable if self.cm.groups[gi].id in curves}
+        specs = []
+        for c in self._calls:
+            cin_grid, in_lad = self._axis(c, c.in_groups, 0, ladders)
+            cout_grid, out_lad = self._axis(c, c.out_groups, 1, ladders)
+            if c.tied is not None:
+                cin_grid, in_lad = [max(1, round(c.tied * v)) for v in cout_grid], None
+            specs.append((c, cin_grid, cout_grid, in_lad, out_lad))
+        grid = [(c.call.op, ci, co) for c, ig, cg, _, _ in specs
+                for ci, co in (zip(ig, cg) if c.tied is not None else ((a, b) for a in ig for b in cg))]
+        self.measure_all(grid, "layer tables")
+        out: dict[str, LayerTable] = {}
+        for c, cin_grid, cout_grid, in_lad, out_lad in specs:
+            op = c.call.op
+            if c.tied is not None:
+                ms = [[self.measure(op, ci, co) for ci, co in zip(cin_grid, cout_grid)]]
+            else:
+                ms = [[self.measure(op, ci, co) for co in cout_grid] for ci in cin_grid]
+            fit = monotone2d(np.asarray(ms))
+            out[c.call.key] = LayerTable(layer=c.call.name, call=c.call.call, op=op.to_dict(), cin=cin_grid, cout=cout_grid,
+                                         tied=c.tied is not None, ms=[[round(v, 5) for v in r] for r in ms],
+                                         fit=[[round(float(v), 5) for v in r] for r in fit], in_ladder=in_lad, out_ladder=out_lad)
+        return out
+
+    # -- 3. calibration ----------------------------------------------------------------------------
+    def variant_widths(self, fraction: float, curves: dict[str, GroupCurve]) -> list[int]:
+        """Group widths of the uniform variant at ``fraction`` (ladder widths)."""
+        full = {self.cm.groups[gi].id: self.full[gi] for gi in self.prunable}
+        allowed = {gid: [w for w in c.ladder if w >= self.min_w[self.cm.index[gid]]] for gid, c in curves.items()}
+        chosen = uniform_widths(full, fraction, allowed)
+        w = list(self.full)
+        for gid, v in chosen.items():
+            w[self.cm.index[gid]] = v
+        return w
+
+    def calibrate(self, layers: dict[str, LayerTable], curves: dict[str, GroupCurve]) -> tuple[Calibration, float]:
+        """Time uniform variants end to end; fit scale, fixed and per-MB terms. Returns it and the base latency."""
+        probe = Lut(key=self.key, created="", machine={}, settings={}, base_ms=0.0, layers=layers, groups=curves,
+                    calibration=Calibration())
+        lm = LatencyModel(self.cm, probe)
+        fractions = sorted(set(self.cfg.calibration) | {1.0}, reverse=True)
+        fns, rows = {}, []
+        with self.rep.task("calibration variants", len(fractions)) as task:
+            for f in fractions:
+                w = self.variant_widths(f, curves)
+                module = self.graph.model if f >= 1.0 else prune_to_widths(
+                    self.graph.model, self.example, {g.id: w[i] for i, g in enumerate(self.cm.groups)}, self.ignore)
+                fns[f] = self.timer.model_fn(module, self.example)
+                rows.append((f, lm.layers_ms(w), lm.activation_mb(w)))
+                task.advance()
+        warm = max(2, self.cfg.calibration_runs // 5)
+        passes = max(1, self.cfg.passes)
+        per_pass = max(5, self.cfg.calibration_runs // passes)
+        times: dict[float, list[float]] = {f: [] for f in fns}
+        fast: dict[float, float] = {}
+        with self.rep.task("calibration runs", per_pass * passes) as task:
+            for _ in range(passes):  # the fastest pass: a burst of load spoils one pass, not the fit
+                got = interleaved(fns, per_pass, warm, task)
+                for f, t in got.items():
+                    times[f] += t
+                    fast[f] = min(fast.get(f, np.inf), float(np.percentile(t, 10)) * 1e3)
+        median = {f: float(np.median(t)) * 1e3 for f, t in times.items()}
+        cal = fit_calibration([(fast[f], lay, act) for f, lay, act in rows])
+        cal.load = round(float(np.median([median[f] / fast[f] for f in median])), 6)
+        cal.points = [CalibrationPoint(fraction=f, measured_ms=round(median[f], 4), fast_ms=round(fast[f], 4),
+                                       layers_ms=round(lay, 4), activation_mb=round(act, 4),
+                                       predicted_ms=round(cal.load * (cal.scale * lay + cal.fixed_ms + cal.ms_per_mb * act), 4))
+                      for f, lay, act in rows]
+        return cal, median[1.0]
+
+    # -- all ---------------------------------------------------------------------------------------
+    def run(self) -> Lut:
+        """Measure the whole table."""
+        t0 = time.perf_counter()
+        curves = self.scan()
+        layers = self.tables(curves)
+        cal, base_ms = self.calibrate(layers, curves)
+        return Lut(key=self.key, created=machine()["date"], machine=machine(), settings=self.cfg.settings(),
+                   base_ms=round(base_ms, 4), seconds=round(time.perf_counter() - t0, 1), layers=layers, groups=curves,
+                   calibration=cal)
+
+
+def fit_calibration(points: list[tuple[float, float, float]]) -> Calibration:
+    """Non-negative least squares of measured ms on (layer-table ms, 1, activation MB).
+
+    With fewer than three points, or a fit that would explain the latency without the
+    table at all, the table's scale is fixed at 1 and only the constant and per-MB
+    terms are fitted.
+    """
+    from scipy.optimize import nnls
+
+    y = np.array([p[0] for p in points])
+    lay = np.array([p[1] for p in points])
+    act = np.array([p[2] for p in points])
+    if len(points) >= 3:
+        a = np.stack([lay, np.ones_like(lay), act], axis=1)
+        coef, _ = nnls(a / y[:, None], np.ones_like(y))  # relative error: every variant counts alike
+        if coef[0] > 0.25:
+            return Calibration(scale=round(float(coef[0]), 6), fixed_ms=round(float(coef[1]), 6), ms_per_mb=round(float(coef[2]), 6))
+    a = np.stack([np.ones_like(lay), act], axis=1)
+    coef, _ = nnls(a / y[:, None], (y - lay) / y)
+    return Calibration(scale=1.0, fixed_ms=round(float(coef[0]), 6), ms_per_mb=round(float(coef[1]), 6))
+
+
+def load_or_profile(cost_model: CostModel, spec: str, cfg: ProfileConfig, reporter: Reporter | None = None,
+                    ignore: Sequence[str] = (), lut_path: str | None = None, refresh: bool = False) -> tuple[Lut, str]:
+    """The table for this model and settings: ``lut_path``, else the cache, else measured now (and cached).
+
+    Returns:
+        The table and where it came from (a path, or ``measured``).
+
+    Raises:
+        DeployKitError: ``lut_path`` is missing, malformed, or was measured for another
+            architecture or setting.
+    """
+    prof = Profiler(cost_model, spec, cfg, reporter, ignore)
+    if lut_path is not None:
+        lut = read_lut(lut_path)
+        # A given file may come from another machine: only the architecture and the setting must match.
+        for field_ in ("device", "runtime"):
+            setattr(prof.key, field_, getattr(lut.key, field_))
+        check_key(lut, prof.key, lut_path)
+        return lut, str(lut_path)
+    path = cache_path(prof.key)
+    if cfg.cache and path.is_file() and not refresh:
+        try:
+            lut = read_lut(path)
+            check_key(lut, prof.key, str(path))
+            return lut, str(path)
+        except Exception:  # noqa: BLE001 - a damaged cache entry is measured again
+            pass
+    (reporter or Reporter()).log(f"measuring the latency table of {spec} on {cfg.backend} (cached in {path})")
+    lut = prof.run()
+    if cfg.cache:
+        lut.save(path)
+    return lut, "measured"
+

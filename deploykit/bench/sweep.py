@@ -1,0 +1,227 @@
+"""Several models, side by side, over batch sizes and thread counts, on any Runner backend.
+
+For every (threads, batch) setting the models run interleaved, round-robin (A B C A B
+C …) after a warm-up, so that a burst of load on a shared machine hits all of them
+alike and their ratios stay meaningful; each row reports p50/p90/p99/mean/std and
+throughput, and optionally the peak memory of a fresh process running that model at
+that batch size (:mod:`deploykit.bench.memory`). Backends differ only in how a
+runner is opened and how threads are set: :data:`BACKENDS`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from deploykit.bench.latency import LatencyResult, interleaved, summarize
+from deploykit.errors import DeployKitError
+from deploykit.progress import Reporter
+from deploykit.registry import Registry
+
+
+@dataclass
+class BenchRow(LatencyResult):
+    """One model at one batch size and thread count."""
+
+    backend: str = "ort"
+    threads: int | None = None
+    peak_memory_mb: float | None = None
+    macs: int | None = None
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """What to measure.
+
+    Attributes:
+        backend: a registered backend (:data:`BACKENDS`).
+        batches: batch sizes.
+        threads: intra-op thread counts (None: the runtime's default).
+        runs: timed rounds per setting (every model runs once per round).
+        warmup: untimed rounds first.
+        memory: also measure peak memory (one fresh process per model and batch size).
+        seed: input data seed.
+    """
+
+    backend: str = "ort"
+    batches: tuple[int, ...] = (1,)
+    threads: tuple[int | None, ...] = (None,)
+    runs: int = 100
+    warmup: int = 10
+    memory: bool = False
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Backend:
+    """How a backend opens a model and applies a thread count.
+
+    Attributes:
+        open: ``(path, threads) -> Runner`` (not yet active).
+        threads: a context manager applying a thread count around the timed rounds.
+        takes_threads: whether a thread count means anything to it.
+    """
+
+    open: Callable[[str, int | None], object]
+    threads: Callable[[int | None], contextlib.AbstractContextManager[None]] = lambda t: contextlib.nullcontext()
+    takes_threads: bool = True
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int | None) -> Iterator[None]:
+    import torch
+
+    old = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _open_ort(path: str, threads: int | None):
+    from deploykit.runtime.ort import OrtRunner
+
+    return OrtRunner(path, threads=threads)
+
+
+def _open_torch(path: str, threads: int | None):
+    from deploykit.runtime.torch import TorchRunner
+
+    return TorchRunner(path)
+
+
+def _open_trt(path: str, threads: int | None):
+    from deploykit.runtime.base import load_runner
+
+    return load_runner(path, backend="trt")
+
+
+BACKENDS: Registry[Backend] = Registry("backend")
+BACKENDS.register("ort", Backend(_open_ort))
+BACKENDS.register("torch", Backend(_open_torch, _torch_threads))
+BACKENDS.register("trt", Backend(_open_trt, takes_threads=False))
+
+
+def model_macs(path: str, runner: object) -> int | None:
+    """Batch-1 MACs: counted in the ONNX graph, or measured on a torch runner's model."""
+    p = Path(path)
+    onnx_file = p / "model.onnx" if p.is_dir() and (p / "model.onnx").is_file() else p
+    if onnx_file.suffix == ".onnx" and onnx_file.is_file():
+        from deploykit.bench.macs import onnx_macs
+
+        return onnx_macs(onnx_file)
+    built = getattr(runner, "built", None)
+    if built is not None:
+        from deploykit.graph.costs import measure
+
+        return measure(built.model, built.example_input()).macs
+    return None
+
+
+def _feed(runner, batch: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    feed = {}
+    for m in runner.get_input_metadata().values():
+        shape = tuple(batch if i == 0 else (1 if d is None else d) for i, d in enumerate(m.shape))
+        feed[m.name] = rng.standard_normal(shape).astype(m.dtype)
+    runner.check_feed(feed)  # once, outside the timed calls
+    return feed
+
+
+def check_threads(cfg: SweepConfig) -> None:
+    """Refuse a thread count on a backend that has none."""
+    if not BACKENDS.get(cfg.backend).takes_threads and any(t is not None for t in cfg.threads):
+        raise DeployKitError(f"--threads does not apply to backend {cfg.backend}; valid with: "
+                             + ", ".join(n for n in BACKENDS.names() if BACKENDS.get(n).takes_threads))
+
+
+def sweep(paths: Sequence[str | Path], cfg: SweepConfig, reporter: Reporter | None = None) -> list[BenchRow]:
+    """Measure every model at every (threads, batch) setting, models interleaved.
+
+    Raises:
+        DeployKitError: an unknown backend, a model the backend cannot load.
+    """
+    backend = BACKENDS.get(cfg.backend)
+    check_threads(cfg)
+    rep = reporter or Reporter()
+    names = [str(p) for p in paths]
+    rng = np.random.default_rng(cfg.seed)
+    rows: list[BenchRow] = []
+    macs: dict[str, int | None] = {}
+    for threads in cfg.threads:
+        runners = {name: backend.open(name, threads) for name in names}
+        try:
+            for r in runners.values():
+                r.activate()
+            for name, r in runners.items():
+                if name not in macs:
+                    macs[name] = model_macs(name, r)
+            with backend.threads(threads):
+                for b in cfg.batches:
+                    fns = {}
+                    for name, r in runners.items():
+                        feed = _feed(r, b, rng)
+                        fns[name] = lambda r=r, f=feed: r.infer_impl(f)
+                    label = f"batch {b}" + (f", {threads} threads" if threads else "") + f" ({cfg.backend})"
+                    with rep.task(label, cfg.runs) as task:
+                        times = interleaved(fns, cfg.runs, cfg.warmup, task)
+                    for name, t in times.items():
+                        s = summarize(name, b, t)
+                        rows.append(BenchRow(**s.__dict__, backend=cfg.backend, threads=threads, macs=macs[name]))
+        finally:
+            for r in runners.values():
+                r.deactivate()
+    if cfg.memory:
+        _add_memory(rows, cfg, rep)
+    return rows
+
+
+def _add_memory(rows: list[BenchRow], cfg: SweepConfig, rep: Reporter) -> None:
+    from deploykit.bench.memory import peak_memory
+
+    with rep.task("peak memory (a fresh process each)", len(rows)) as task:
+        for row in rows:
+            row.peak_memory_mb = peak_memory(row.model, cfg.backend, row.batch, row.threads)
+            task.advance()
+
+
+@dataclass
+class Ratio:
+    """p50 of ``model`` over p50 of the first model, at one setting."""
+
+    model: str
+    reference: str
+    batch: int
+    threads: int | None
+    ratio_p50: float
+
+    def to_dict(self) -> dict:
+        """JSON form."""
+        return dict(self.__dict__)
+
+
+def ratios(rows: Sequence[BenchRow]) -> list[Ratio]:
+    """Every model's p50 relative to the first model's, per (batch, threads)."""
+    out: list[Ratio] = []
+    first = rows[0].model if rows else ""
+    by = {(r.model, r.batch, r.threads): r for r in rows}
+    for r in rows:
+        ref = by.get((first, r.batch, r.threads))
+        if r.model != first and ref is not None and ref.p50_ms > 0:
+            out.append(Ratio(r.model, first, r.batch, r.threads, round(r.p50_ms / ref.p50_ms, 4)))
+    return out
+
+
+@dataclass
+class BenchReport:
+    """Everything a bench run produced (what the writers render)."""
+
+    rows: list[BenchRow]
+    settings: dict
+    machine: dict
+    ratios: list[Ratio] = field(default_factory=list)

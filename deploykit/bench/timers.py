@@ -1,0 +1,222 @@
+"""How a backend times one layer, and runs a whole model, for latency tables.
+
+A :class:`Timer` answers two questions on one backend: how long does this layer take
+at these channel counts (:meth:`Timer.layer_ms`, the median of several runs), and a
+callable that runs this whole model once (:meth:`Timer.model_fn`, for calibration and
+checks, timed by the caller interleaved with others). Register new backends in
+:data:`TIMERS`.
+
+ONNX Runtime's layer time is the kernel time from its own profiler, not the wall
+time of a one-node session: ONNX Runtime wraps a lone convolution in layout
+conversions (NCHW ↔ blocked NCHWc) that a whole network of convolutions does not
+have between layers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from deploykit.bench.layers import LayerOp, input_shape, onnx_model, torch_module
+from deploykit.bench.machine import cpu_name
+from deploykit.errors import DeployKitError
+from deploykit.registry import Registry
+
+
+@dataclass(frozen=True)
+class TimingConfig:
+    """How layers and models are timed.
+
+    Attributes:
+        batch: batch size of every measurement.
+        threads: intra-op threads (None: the runtime's default).
+        runs: timed runs per layer measurement (the median is kept).
+        warmup: untimed runs first.
+        precision: ``fp32`` (the backends here time float32 graphs).
+    """
+
+    batch: int = 1
+    threads: int | None = 1
+    runs: int = 10
+    warmup: int = 2
+    precision: str = "fp32"
+
+
+class Timer:
+    """One backend's timing of layers and models (subclasses implement the three methods)."""
+
+    name = ""
+    precisions: tuple[str, ...] = ("fp32",)
+
+    def __init__(self, cfg: TimingConfig) -> None:
+        if cfg.precision not in self.precisions:
+            raise DeployKitError(f"precision {cfg.precision!r} is not measured on backend {self.name}; "
+                                 f"valid: {', '.join(self.precisions)}")
+        self.cfg = cfg
+
+    def device(self) -> str:
+        """The device the numbers belong to."""
+        return f"{cpu_name()} ({os.cpu_count()} cpus)"
+
+    def runtime(self) -> str:
+        """The runtime and its version."""
+        raise NotImplementedError
+
+    def layer_ms(self, op: LayerOp, cin: int, cout: int) -> float:
+        """Median milliseconds of ``op`` at ``cin`` → ``cout`` channels."""
+        raise NotImplementedError
+
+    def model_fn(self, module: nn.Module, example: torch.Tensor) -> Callable[[], object]:
+        """A callable that runs ``module`` once on a batch of ``example``'s shape."""
+        raise NotImplementedError
+
+
+TIMERS: Registry[type[Timer]] = Registry("latency backend")
+
+
+def get_timer(backend: str, cfg: TimingConfig) -> Timer:
+    """The registered timer of ``backend``."""
+    return TIMERS.get(backend)(cfg)
+
+
+def onnx_bytes(module: nn.Module, example: torch.Tensor, opset: int = 17) -> bytes:
+    """``module`` exported to ONNX the way deploykit exports (TorchScript exporter, constant folding)."""
+    module = module.eval()
+    with tempfile.TemporaryDirectory() as d, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = Path(d) / "m.onnx"
+        torch.onnx.export(module, (example,), str(path), dynamo=False, opset_version=opset, input_names=["input"],
+                          output_names=["output"], do_constant_folding=True)
+        return path.read_bytes()
+
+
+@TIMERS.register("ort")
+class OrtTimer(Timer):
+    """ONNX Runtime, CPU execution provider."""
+
+    name = "ort"
+
+    def runtime(self) -> str:
+        import onnxruntime as ort
+
+        return f"onnxruntime {ort.__version__}"
+
+    def _session(self, model: bytes, profile_prefix: str | None = None):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        if self.cfg.threads:
+            opts.intra_op_num_threads = self.cfg.threads
+            opts.inter_op_num_threads = 1
+        if profile_prefix:
+            opts.enable_profiling = True
+            opts.profile_file_prefix = profile_prefix
+        return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+
+    def layer_ms(self, op: LayerOp, cin: int, cout: int) -> float:
+        cfg = self.cfg
+        x = np.random.default_rng(0).standard_normal(input_shape(op, cfg.batch, cin)).astype(np.float32)
+        with tempfile.TemporaryDirectory() as d:
+            sess = self._session(onnx_model(op, cin, cout, cfg.batch), str(Path(d) / "p"))
+            for _ in range(cfg.warmup + cfg.runs):
+                sess.run(None, {"x": x})
+            events = json.loads(Path(sess.end_profiling()).read_text())
+        return kernel_ms(events, cfg.warmup)
+
+    def model_fn(self, module: nn.Module, example: torch.Tensor) -> Callable[[], object]:
+        sess = self._session(onnx_bytes(module, example[:1]))
+        x = {"input": np.repeat(example[:1].numpy(), self.cfg.batch, axis=0)}
+        return lambda: sess.run(None, x)
+
+
+# Layout conversions a lone layer needs and a network of layers does not.
+_LAYOUT_OPS = {"ReorderInput", "ReorderOutput"}
+
+
+def kernel_ms(events: list[dict], warmup: int) -> float:
+    """Median per-run kernel milliseconds of the non-layout nodes in an ONNX Runtime profile."""
+    per_node: dict[str, list[float]] = {}
+    for e in events:
+        if e.get("cat") != "Node" or not str(e.get("name", "")).endswith("_kernel_time"):
+            continue
+        if e.get("args", {}).get("op_name") in _LAYOUT_OPS:
+            continue
+        per_node.setdefault(e["name"], []).append(float(e["dur"]) / 1e3)
+    if not per_node:
+        raise RuntimeError("ONNX Runtime's profile holds no kernel events")
+    return sum(statistics.median(v[warmup:] or v) for v in per_node.values())
+
+
+@TIMERS.register("torch")
+class TorchTimer(Timer):
+    """PyTorch eager on the CPU (or CUDA when ``DEPLOYKIT_TORCH_DEVICE=cuda``)."""
+
+    name = "torch"
+
+    def __init__(self, cfg: TimingConfig) -> None:
+        super().__init__(cfg)
+        self.dev = torch.device(os.environ.get("DEPLOYKIT_TORCH_DEVICE", "cpu"))
+
+    def device(self) -> str:
+        if self.dev.type == "cuda":
+            return torch.cuda.get_device_name(self.dev)
+        return super().device()
+
+    def runtime(self) -> str:
+        return f"torch {torch.__version__}"
+
+    def _sync(self) -> None:
+        if self.dev.type == "cuda":
+            torch.cuda.synchronize(self.dev)
+
+    @torch.no_grad()
+    def layer_ms(self, op: LayerOp, cin: int, cout: int) -> float:
+        cfg = self.cfg
+        mod = torch_module(op, cin, cout).eval().to(self.dev)
+        x = torch.randn(input_shape(op, cfg.batch, cin), device=self.dev)
+        old = torch.get_num_threads()
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        try:
+            times = []
+            for i in range(cfg.warmup + cfg.runs):
+                self._sync()
+                t0 = time.perf_counter()
+                mod(x)
+                self._sync()
+                if i >= cfg.warmup:
+                    times.append(time.perf_counter() - t0)
+        finally:
+            torch.set_num_threads(old)
+        return statistics.median(times) * 1e3
+
+    def model_fn(self, module: nn.Module, example: torch.Tensor) -> Callable[[], object]:
+        module = module.eval().to(self.dev)
+        x = example[:1].repeat(self.cfg.batch, *([1] * (example.dim() - 1))).to(self.dev)
+        threads = self.cfg.threads
+
+        @torch.no_grad()
+        def run() -> object:
+            old = torch.get_num_threads()
+            if threads:
+                torch.set_num_threads(threads)
+            try:
+                out = module(x)
+                self._sync()
+                return out
+            finally:
+                torch.set_num_threads(old)
+
+        return run
