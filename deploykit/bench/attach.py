@@ -49,3 +49,13 @@ def ladders_for(model: LatencyModel | None, round_to: int | str) -> tuple[int, d
         return int(round_to), None
     assert model is not None, "round_to auto needs the latency model attached first"
     return 1, model.ladders()
+
+
+def latency_report(model: LatencyModel, cost_model: CostModel) -> dict[str, object]:
+    """What report.json says about latency: the table, and predicted base, pruned and their ratio."""
+    base = float(cost_model.base.latency_ms or model.predict(cost_model.widths_full()))
+    now = model.predict(cost_model.widths())
+    k = model.lut.key
+    return {"backend": k.backend, "device": k.device, "batch": k.batch, "threads": k.threads,
+            "measured_base_ms": model.lut.base_ms, "predicted_base_ms": round(base, 4),
+            "predicted_pruned_ms": round(now, 4), "predicted_ratio": round(now / base, 4) if base > 0 else None}

@@ -56,8 +56,8 @@ class LayerOp:
         return max(1, cin // self.in_per_group) if self.in_per_group else 1
 
     def to_dict(self) -> dict:
-        """JSON form."""
-        return asdict(self)
+        """JSON form (lists, so that it equals itself read back)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
     def from_dict(cls, d: dict) -> LayerOp:

@@ -69,6 +69,8 @@ def onnx_macs(path: str | Path) -> int | None:
     shapes: Shapes = {}
     for vi in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output):
         dims = [d.dim_value for d in vi.type.tensor_type.shape.dim]
+        if dims and dims[0] == 0:  # a batch dimension inference lost on the way (dynamic pads): batch 1
+            dims[0] = 1
         if dims and all(d > 0 for d in dims):
             shapes[vi.name] = dims
     inits = {i.name: i for i in model.graph.initializer}

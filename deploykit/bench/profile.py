@@ -32,7 +32,6 @@ import numpy as np
 import torch
 
 from deploykit.bench.fit import find_steps, ladder, monotone2d
-from deploykit.bench.latency import interleaved
 from deploykit.bench.layers import LayerCall, LayerOp, record_calls
 from deploykit.bench.lut import (
     Calibration,
@@ -51,6 +50,7 @@ from deploykit.bench.machine import machine
 from deploykit.bench.predictor import MB, LatencyModel
 from deploykit.bench.timers import Timer, TimingConfig, get_timer
 from deploykit.bench.variants import prune_to_widths, uniform_widths
+from deploykit.errors import DeployKitError
 from deploykit.graph.costs import CostModel
 from deploykit.progress import Reporter
 
@@ -90,6 +90,7 @@ class ProfileConfig:
         d = asdict(self)
         d.pop("cache")
         d["timing"] = {k: v for k, v in d["timing"].items() if k in ("runs", "warmup")}
+        d["calibration"] = list(d["calibration"])
         return d
 
 
@@ -216,37 +217,37 @@ class Profiler:
             ms = [sum(self.measure(*p) for p in at(gi, width)) for width in plan[gi]]
             steps = find_steps(plan[gi], ms, unit=g.atom_size)
             lad = ladder(steps, self.min_w[gi], self.full[gi], unit=g.atom_size, fallback=self.cfg.fallback_round)
-            curves[g.id] = GroupCurve(channels=self.full[gi], unit=g.atom_size, widths=plan[gi], ms=[round(v, 5) for v in ms],
-                                      fit=[round(v, 5) for v in steps.fit], cliffs=steps.cliffs, period=steps.period,
+            curves[g.id] = GroupCurve(channels=self.full[gi], unit=g.atom_size, widths=plan[gi], ms=[_sig(v) for v in ms],
+                                      fit=[_sig(v) for v in steps.fit], cliffs=steps.cliffs, period=steps.period,
                                       offset=steps.offset, slow=steps.slow, ladder=lad)
         return curves
 
     # -- 2. tables ---------------------------------------------------------------------------------
-    def _axis(self, c: _Call, terms: list[tuple[int, float]], side: int, ladders: dict[int, list[int]]) -> tuple[list[int], list[int] | None]:
-        """Grid values of one axis of a call, and its ladder when the axis follows one group."""
+    def _axis(self, c: _Call, terms: list[tuple[int, float]], side: int, curves: dict[int, GroupCurve]) -> tuple[list[int], list[int] | None]:
+        """Grid values of one axis of a call, and its lattice of steps when the axis follows one group
+        whose scan found one (the table is read at the next lattice width up)."""
         lo = self.dims(c, self.min_w)[side]
         hi = self.dims(c, self.full)[side]
         if lo >= hi:
             return [hi], None
         n = max(2, self.cfg.grid)
-        lad = None
-        if len(terms) == 1 and abs(terms[0][1] - 1.0) < 1e-9 and terms[0][0] in ladders:
+        if len(terms) == 1 and abs(terms[0][1] - 1.0) < 1e-9 and terms[0][0] in curves:
             gi = terms[0][0]
+            curve = curves[gi]
             offset = hi - self.full[gi]  # channels of the axis that no group owns
-            lad = [v + offset for v in ladders[gi]]
+            lad = [v + offset for v in curve.ladder]
             idx = sorted({round(i) for i in np.linspace(0, len(lad) - 1, min(n, len(lad)))})
-            values = [lad[i] for i in idx]
-        else:
-            values = [min(hi, max(lo, int(round(v / 8)) * 8)) for v in np.linspace(lo, hi, n)]
-        return sorted(set(values) | {lo, hi}), lad
+            return sorted({lad[i] for i in idx} | {lo, hi}), (lad if curve.period else None)
+        values = [min(hi, max(lo, int(round(v / 8)) * 8)) for v in np.linspace(lo, hi, n)]
+        return sorted(set(values) | {lo, hi}), None
 
     def tables(self, curves: dict[str, GroupCurve]) -> dict[str, LayerTable]:
         """Every layer call's table on its grid."""
-        ladders = {gi: curves[self.cm.groups[gi].id].ladder for gi in self.prunable if self.cm.groups[gi].id in curves}
+        by_index = {gi: curves[self.cm.groups[gi].id] for gi in self.prunable if self.cm.groups[gi].id in curves}
         specs = []
         for c in self._calls:
-            cin_grid, in_lad = self._axis(c, c.in_groups, 0, ladders)
-            cout_grid, out_lad = self._axis(c, c.out_groups, 1, ladders)
+            cin_grid, in_lad = self._axis(c, c.in_groups, 0, by_index)
+            cout_grid, out_lad = self._axis(c, c.out_groups, 1, by_index)
             if c.tied is not None:
                 cin_grid, in_lad = [max(1, round(c.tied * v)) for v in cout_grid], None
             specs.append((c, cin_grid, cout_grid, in_lad, out_lad))
@@ -262,8 +263,8 @@ class Profiler:
                 ms = [[self.measure(op, ci, co) for co in cout_grid] for ci in cin_grid]
             fit = monotone2d(np.asarray(ms))
             out[c.call.key] = LayerTable(layer=c.call.name, call=c.call.call, op=op.to_dict(), cin=cin_grid, cout=cout_grid,
-                                         tied=c.tied is not None, ms=[[round(v, 5) for v in r] for r in ms],
-                                         fit=[[round(float(v), 5) for v in r] for r in fit], in_ladder=in_lad, out_ladder=out_lad)
+                                         tied=c.tied is not None, ms=[[_sig(v) for v in r] for r in ms],
+                                         fit=[[_sig(v) for v in r] for r in fit], in_ladder=in_lad, out_ladder=out_lad)
         return out
 
     # -- 3. calibration ----------------------------------------------------------------------------
@@ -299,7 +300,7 @@ class Profiler:
         fast: dict[float, float] = {}
         with self.rep.task("calibration runs", per_pass * passes) as task:
             for _ in range(passes):  # the fastest pass: a burst of load spoils one pass, not the fit
-                got = interleaved(fns, per_pass, warm, task)
+                got = self.timer.time_models(fns, per_pass, warm, task)
                 for f, t in got.items():
                     times[f] += t
                     fast[f] = min(fast.get(f, np.inf), float(np.percentile(t, 10)) * 1e3)
@@ -322,6 +323,11 @@ class Profiler:
         return Lut(key=self.key, created=machine()["date"], machine=machine(), settings=self.cfg.settings(),
                    base_ms=round(base_ms, 4), seconds=round(time.perf_counter() - t0, 1), layers=layers, groups=curves,
                    calibration=cal)
+
+
+def _sig(v: float) -> float:
+    """Seven significant digits: far below measurement noise, and short in the file."""
+    return float(f"{float(v):.7g}")
 
 
 def fit_calibration(points: list[tuple[float, float, float]]) -> Calibration:
@@ -360,10 +366,12 @@ def load_or_profile(cost_model: CostModel, spec: str, cfg: ProfileConfig, report
     prof = Profiler(cost_model, spec, cfg, reporter, ignore)
     if lut_path is not None:
         lut = read_lut(lut_path)
-        # A given file may come from another machine: only the architecture and the setting must match.
-        for field_ in ("device", "runtime"):
-            setattr(prof.key, field_, getattr(lut.key, field_))
-        check_key(lut, prof.key, lut_path)
+        # A given table sets its own backend, device and batch; it must describe this architecture.
+        for field_ in ("arch", "input_shape"):
+            if getattr(lut.key, field_) != getattr(prof.key, field_):
+                what = "model architecture" if field_ == "arch" else "input shape"
+                raise DeployKitError(f"latency table {lut_path} was measured for another {what} "
+                                     f"({lut.key.model}, input {lut.key.input_shape}); rebuild it with deploykit profile")
         return lut, str(lut_path)
     path = cache_path(prof.key)
     if cfg.cache and path.is_file() and not refresh:

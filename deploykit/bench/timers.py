@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from deploykit.bench.latency import interleaved
 from deploykit.bench.layers import LayerOp, input_shape, onnx_model, torch_module
 from deploykit.bench.machine import cpu_name
 from deploykit.errors import DeployKitError
@@ -80,6 +81,10 @@ class Timer:
     def model_fn(self, module: nn.Module, example: torch.Tensor) -> Callable[[], object]:
         """A callable that runs ``module`` once on a batch of ``example``'s shape."""
         raise NotImplementedError
+
+    def time_models(self, fns: dict, runs: int, warmup: int, task=None) -> dict[object, list[float]]:
+        """Seconds per run of each :meth:`model_fn` callable, interleaved round-robin."""
+        return interleaved(fns, runs, warmup, task)
 
 
 TIMERS: Registry[type[Timer]] = Registry("latency backend")

@@ -1,0 +1,95 @@
+"""Pruning to latency: --target-latency stops where the prediction says, --round-to auto lands on the
+low side of latency steps, --normalize latency divides by the milliseconds saved."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from deploykit.bench.attach import ladders_for, wants_latency
+from deploykit.bench.predictor import LatencyModel
+from deploykit.compression import TARGETS, CompressConfig
+from deploykit.errors import DeployKitError
+from deploykit.select import NORMALIZERS, SelectConfig, Target, select_global
+from tests.bench import nets
+from tests.bench.conftest import SPEC
+
+
+def _scores(cost_model, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {grp.id: torch.rand(grp.channels, generator=g) for grp in cost_model.graph.prunable()}
+
+
+def _met(sel, cost_model, ratio):
+    return sel.predicted.latency_ms <= ratio * cost_model.base.latency_ms
+
+
+def test_target_latency_stops_at_the_first_chunk_that_meets_the_prediction(cost_model, smooth_lut):
+    cost_model.attach_latency(LatencyModel(cost_model, smooth_lut))
+    scores = _scores(cost_model)
+    cfg = SelectConfig([Target(TARGETS.get("latency").cost, 0.6)], normalize="latency")
+    full = select_global(cost_model, scores, cfg)
+    assert full.met and _met(full, cost_model, 0.6)
+    chunks = next(m for m in range(1, 500) if _met(select_global(cost_model, scores, SelectConfig(
+        cfg.targets, "latency", max_chunks=m)), cost_model, 0.6))
+    before = select_global(cost_model, scores, SelectConfig(cfg.targets, "latency", max_chunks=chunks - 1))
+    assert not _met(before, cost_model, 0.6)  # one chunk less would not meet it: no chunk beyond the target
+    assert select_global(cost_model, scores, SelectConfig(cfg.targets, "latency", max_chunks=chunks)).remove == full.remove
+
+
+def test_round_to_auto_lands_on_the_low_side_of_every_step(cost_model, stair_lut):
+    lm = LatencyModel(cost_model, stair_lut)
+    cost_model.attach_latency(lm)
+    round_to, ladders = ladders_for(lm, "auto")
+    assert round_to == 1 and ladders["pw"] == [8, 16, 24] and ladders["conv1"] == [8, 16, 24]
+    sel = select_global(cost_model, _scores(cost_model), SelectConfig([Target("latency_ms", 0.5)], "latency", round_to,
+                                                                      ladders=ladders))
+    assert sel.met and sel.remove
+    op = {t.layer: t for t in stair_lut.layers.values()}
+    for gid, removed in sel.remove.items():
+        width = next(g.channels for g in cost_model.groups if g.id == gid) - len(removed)
+        assert width in ladders[gid] and width % 8 == 0
+        # the low side: one more channel would cost more (a step up), on the staircase backend
+        curve = stair_lut.groups[gid]
+        assert width + 1 > curve.channels or curve.fit[curve.widths.index(width + 1)] > curve.fit[curve.widths.index(width)]
+    assert op  # every layer had a table
+
+
+def test_latency_normalizer_needs_a_table_and_reads_milliseconds():
+    norm = NORMALIZERS.get("latency")
+    assert norm({"macs": 1.0, "params": 1.0, "memory": 1.0, "latency": 0.25}) == 0.25
+    with pytest.raises(DeployKitError, match="--normalize latency needs a latency table"):
+        norm({"macs": 1.0, "params": 1.0, "memory": 1.0})
+
+
+def test_settings_accept_latency_and_auto_and_reject_the_rest(tmp_path):
+    cfg = CompressConfig.parse(model=SPEC, out=str(tmp_path / "o"), target_latency=0.5, round_to="auto", lut="x.json")
+    assert cfg.targets == {"latency": 0.5} and cfg.round_to == "auto"
+    assert CompressConfig.parse(model=SPEC, out="o", target_macs=0.5, round_to="8").round_to == 8
+    for bad in ("eight", 0):
+        with pytest.raises(DeployKitError, match="--round-to .*: give a positive integer or auto"):
+            CompressConfig.parse(model=SPEC, out="o", target_macs=0.5, round_to=bad)
+    assert wants_latency("latency", [], 1) and wants_latency("memory", ["latency"], 1) and wants_latency(None, [], "auto")
+    assert not wants_latency("memory", ["macs"], 8)
+
+
+def test_compress_to_a_latency_target_through_the_api(tmp_path, smooth_lut):
+    import deploykit
+
+    lut = tmp_path / "lut.json"
+    smooth_lut.save(lut)
+    out = tmp_path / "art"
+    report = deploykit.compress(model=SPEC, out=str(out), target_latency=0.6, criterion="l1", normalize="latency",
+                                round_to="auto", lut=str(lut), evaluate_base=False)
+    lat = report["latency"]
+    assert lat["backend"] == "fake" and lat["predicted_ratio"] <= 0.6
+    assert report["base"]["latency_ms"] == pytest.approx(lat["predicted_base_ms"], rel=1e-3)
+    plan = json.loads((out / "plan.json").read_text())
+    for g in plan["groups"]:
+        assert len(g["kept"]) in smooth_lut.groups[g["id"]].ladder
+    # the pruned model, timed on the fake backend, is where the prediction said
+    built = deploykit.load(str(out))
+    truth = nets.model_ms(built.model, built.example_input())
+    assert truth == pytest.approx(lat["predicted_pruned_ms"], rel=0.02)
