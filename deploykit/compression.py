@@ -13,7 +13,7 @@ a cost target (``--target-NAME``) is a :data:`TARGETS` entry naming the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -35,6 +35,8 @@ TARGETS: Registry[TargetKind] = Registry("target")
 TARGETS.register("macs", TargetKind("macs", "multiply-accumulates"))
 TARGETS.register("params", TargetKind("params", "parameters"))
 TARGETS.register("memory", TargetKind("activation_bytes", "activation memory (bytes every op writes, batch 1)"))
+TARGETS.register("latency", TargetKind("latency_ms", "latency predicted by the per-layer latency table (--lut, else "
+                                                     "measured on ONNX Runtime CPU and cached on first use)"))
 
 
 class CompressConfig(StrictConfig):
@@ -49,7 +51,8 @@ class CompressConfig(StrictConfig):
     targets: dict[str, float] = {}
     criterion: str = "fisher"
     normalize: str | None = None
-    round_to: int = Field(1, ge=1)
+    round_to: int | Literal["auto"] = 1
+    lut: str | None = None
     max_ratio: float = Field(0.9, gt=0, lt=1)
     schedule: str = "oneshot"
     recover: str | None = None
@@ -104,6 +107,20 @@ class CompressConfig(StrictConfig):
             TARGETS.get(name)
             check_ratio(f"--target-{name}", ratio)
         return v
+
+    @field_validator("round_to", mode="before")
+    @classmethod
+    def _round_to(cls, v: Any) -> Any:
+        # "auto": widths at the low side of latency steps, from the latency table.
+        if isinstance(v, str) and v.strip().lower() == "auto":
+            return "auto"
+        try:
+            k = int(v)
+        except (TypeError, ValueError):
+            raise DeployKitError(f"--round-to {v!r}: give a positive integer or auto") from None
+        if k < 1:
+            raise DeployKitError(f"--round-to {v!r}: give a positive integer or auto")
+        return k
 
     @field_validator("device")
     @classmethod

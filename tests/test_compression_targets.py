@@ -27,9 +27,9 @@ def test_every_target_is_met(kw, tmp_path, digits_model):
 
 def test_target_names_come_from_the_registry():
     assert {"macs", "params", "memory"} <= set(TARGETS.names())
-    with pytest.raises(DeployKitError, match="unknown target 'latency'; valid: macs, memory, params"):
-        CompressConfig.parse(model="m", out="o", target_latency=0.5)
-    with pytest.raises(DeployKitError, match="no target: pass at least one of --target-macs"):
+    with pytest.raises(DeployKitError, match="unknown target 'speed'; valid: latency, macs, memory, params"):
+        CompressConfig.parse(model="m", out="o", target_speed=0.5)
+    with pytest.raises(DeployKitError, match="no target: pass at least one of --target-latency, --target-macs"):
         CompressConfig.parse(model="m", out="o")
     TARGETS.register("testonly", TargetKind("macs", "test cost"))
     try:

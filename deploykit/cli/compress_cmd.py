@@ -32,7 +32,7 @@ process trains on its share of each global batch and rank 0 writes.\n\n{MODEL_HE
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Artifact directory to write.")
 @target_options
 @click.option("--criterion", default="fisher", show_default=True, help="Channel importance criterion (l1, l2, fisher, ...).")
-@click.option("--normalize", help="Divide scores by the cost their removal saves: memory, flops, params, none, ... "
+@click.option("--normalize", help="Divide scores by the cost their removal saves: memory, flops, params, latency, none, ... "
               "(default: the criterion's; memory for fisher).")
 @click.option("--schedule", default="oneshot", show_default=True,
               help="oneshot: prune once, then fine-tune; progressive: remove channels while fine-tuning.")
@@ -56,7 +56,10 @@ process trains on its share of each global batch and rank 0 writes.\n\n{MODEL_HE
 @click.option("--kd-alpha", default=0.5, show_default=True, type=float, help="Distillation weight a.")
 @click.option("--kd-temperature", default=4.0, show_default=True, type=float, help="Distillation temperature T.")
 @click.option("--bn-batches", default=20, show_default=True, type=int, help="Batches for BatchNorm recalibration after pruning.")
-@click.option("--round-to", default=1, show_default=True, type=int, help="Keep every pruned width a multiple of this.")
+@click.option("--round-to", default="1", show_default=True,
+              help="Keep every pruned width a multiple of this; auto: widths at the low side of latency steps (latency table).")
+@click.option("--lut", help="Latency table from deploykit profile (--normalize latency, --target-latency, --round-to auto); "
+              "default: the cached table for ONNX Runtime CPU, batch 1, 1 thread, measured on first use.")
 @click.option("--max-ratio", default=0.9, show_default=True, type=float, help="Remove at most this fraction of any group.")
 @click.option("--checkpoint-every", default=0, show_default=True, type=int,
               help="Write a resumable checkpoint to DIR/checkpoints every K iterations (0: never).")

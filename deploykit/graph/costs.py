@@ -11,7 +11,8 @@ shrink.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -30,14 +31,27 @@ class Costs:
     params: int
     macs: int
     activation_bytes: int
+    # Predicted end-to-end latency, only where a latency table is attached (a forward pass cannot measure it).
+    latency_ms: float | None = None
 
-    def to_dict(self) -> dict[str, int]:
-        """JSON form."""
-        return asdict(self)
+    def to_dict(self) -> dict[str, int | float]:
+        """JSON form (``latency_ms`` only when known)."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
     def ratio(self, base: Costs) -> dict[str, float]:
-        """Each cost as a fraction of ``base``."""
-        return {k: getattr(self, k) / max(getattr(base, k), 1) for k in ("params", "macs", "activation_bytes")}
+        """Each cost as a fraction of ``base`` (``latency_ms`` when both know it)."""
+        out = {k: getattr(self, k) / max(getattr(base, k), 1) for k in ("params", "macs", "activation_bytes")}
+        if self.latency_ms is not None and base.latency_ms:
+            out["latency_ms"] = self.latency_ms / base.latency_ms
+        return out
+
+
+class LatencyHook(Protocol):
+    """Predicts latency from group widths (``deploykit.bench.predictor.LatencyModel``)."""
+
+    def predict(self, w: list[int] | None = None) -> float: ...
+
+    def saving(self, gi: int, k: int, w: list[int]) -> float: ...
 
 
 class _ActivationCounter(TorchDispatchMode):
@@ -164,6 +178,7 @@ class CostModel:
                 self.neighbours[gi] |= gs
                 self.group_layers[gi].append(lay)
         self.base = base or measure(graph.model, graph.example_input)
+        self.latency: LatencyHook | None = None
         full = self.widths_full()
         self._fixed_macs = self.base.macs - sum(self._layer_macs(lay, full) for lay in self.layers.values())
         self._fixed_params = self.base.params - sum(self._layer_params(lay, full) for lay in self.layers.values())
@@ -206,6 +221,12 @@ class CostModel:
             return None
         return _Layer(name, "norm", width, width, 1, False, n // width, 0, False, [], [])
 
+    def attach_latency(self, hook: LatencyHook) -> None:
+        """Predict latency too: ``predict`` fills ``latency_ms`` (the base's at the traced widths) and
+        ``saving`` adds ``latency`` (milliseconds)."""
+        self.latency = hook
+        self.base = replace(self.base, latency_ms=hook.predict(self.widths_full()))
+
     def widths_full(self) -> list[int]:
         """Original channel count of every group."""
         return list(self.full)
@@ -240,7 +261,8 @@ class CostModel:
         macs = self._fixed_macs + sum(self._layer_macs(lay, w) for lay in self.layers.values())
         params = self._fixed_params + sum(self._layer_params(lay, w) for lay in self.layers.values())
         act = self.base.activation_bytes - sum((self.full[g] - w[g]) * self.act_per_channel[g] for g in range(len(w)))
-        return Costs(params=round(params), macs=round(macs), activation_bytes=round(act))
+        latency = self.latency.predict(w) if self.latency is not None else None
+        return Costs(params=round(params), macs=round(macs), activation_bytes=round(act), latency_ms=latency)
 
     def saving(self, gi: int, k: int, w: list[int]) -> dict[str, float]:
         """What removing ``k`` more channels of group ``gi`` saves, at widths ``w``."""
@@ -249,4 +271,7 @@ class CostModel:
         layers = self.group_layers[gi]
         macs = sum(self._layer_macs(lay, w) - self._layer_macs(lay, w2) for lay in layers)
         params = sum(self._layer_params(lay, w) - self._layer_params(lay, w2) for lay in layers)
-        return {"macs": macs, "params": params, "memory": k * self.act_per_channel[gi]}
+        out = {"macs": macs, "params": params, "memory": k * self.act_per_channel[gi]}
+        if self.latency is not None:
+            out["latency"] = self.latency.saving(gi, k, w)
+        return out

@@ -26,6 +26,14 @@ NORMALIZERS.register("params", lambda s: s["params"])
 NORMALIZERS.register("none", lambda s: 1.0)
 
 
+@NORMALIZERS.register("latency")
+def _latency_saved(s: dict[str, float]) -> float:
+    """Milliseconds saved, from the latency table attached to the cost model (``deploykit.bench``)."""
+    if "latency" not in s:
+        raise DeployKitError("--normalize latency needs a latency table: the cost model has none attached")
+    return s["latency"]
+
+
 @dataclass(frozen=True)
 class Target:
     """Stop once ``kind`` (macs, params, activation_bytes) ≤ ``ratio`` × the base's."""
@@ -34,8 +42,10 @@ class Target:
     ratio: float
 
     def met(self, now: Costs, base: Costs) -> bool:
-        """Whether the predicted costs meet this target."""
-        return getattr(now, self.kind) <= self.ratio * getattr(base, self.kind)
+        """Whether the predicted costs meet this target (a cost ``now`` does not know, e.g. latency
+        in a forward-pass measurement, is left to the prediction)."""
+        value = getattr(now, self.kind)
+        return value is None or value <= self.ratio * getattr(base, self.kind)
 
 
 @dataclass
@@ -49,6 +59,8 @@ class SelectConfig:
         max_ratio: never remove more than this fraction of a group (of its width when the graph was traced).
         max_chunks: stop after this many chunks even if a target is not met yet (progressive
             pruning removes a few channels at a time); None: until every target is met.
+        ladders: per group id, the only widths the group may shrink to (``--round-to auto``:
+            the low side of each latency step); groups not listed are free.
     """
 
     targets: list[Target]
@@ -56,6 +68,7 @@ class SelectConfig:
     round_to: int = 1
     max_ratio: float = 0.9
     max_chunks: int | None = None
+    ladders: dict[str, list[int]] | None = None
 
 
 @dataclass
@@ -77,7 +90,8 @@ def _min_keep(channels: int, cfg: SelectConfig) -> int:
 class _GroupState:
     """A group's atoms in removal order and how many are gone."""
 
-    def __init__(self, atoms: list[list[int]], scores: torch.Tensor, kept: list[int], min_keep: int, k: int) -> None:
+    def __init__(self, atoms: list[list[int]], scores: torch.Tensor, kept: list[int], min_keep: int, k: int,
+                 allowed: set[int] | None = None) -> None:
         pos = {c: i for i, c in enumerate(kept)}
         mean = [float(scores[[pos[c] for c in a]].mean()) for a in atoms]
         order = sorted(range(len(atoms)), key=lambda i: (mean[i], atoms[i][0]))
@@ -87,6 +101,7 @@ class _GroupState:
         self.removed = 0
         self.min_keep = min_keep
         self.k = k
+        self.allowed = allowed
 
     def step(self, k: int | None = None, min_keep: int | None = None) -> int:
         """Atoms the next chunk removes: the fewest that leave a width ≥ min_keep and a multiple of k."""
@@ -97,7 +112,7 @@ class _GroupState:
             w -= len(self.atoms[self.removed + n - 1])
             if w < min_keep:
                 return 0
-            if w % k == 0:
+            if w % k == 0 and (self.allowed is None or w in self.allowed):
                 return n
         return 0
 
@@ -133,7 +148,8 @@ def select_global(
             s = s / s.abs().mean().clamp_min(1e-12)
         # Limits refer to the width when the graph was traced, so repeated calls (progressive pruning) never compound.
         full = cost_model.full[gi]
-        st = _GroupState(g.atoms or [[c] for c in g.kept], s, g.kept, _min_keep(full, cfg), cfg.round_to)
+        allowed = set(cfg.ladders[g.id]) if cfg.ladders is not None and g.id in cfg.ladders else None
+        st = _GroupState(g.atoms or [[c] for c in g.kept], s, g.kept, _min_keep(full, cfg), cfg.round_to, allowed)
         unrounded_keep = _min_keep(full, replace(cfg, round_to=1))
         if cfg.round_to > 1 and st.step() == 0 and st.step(1, unrounded_keep) > 0:
             sel.unrounded[g.id] = (

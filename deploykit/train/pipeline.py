@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from deploykit.atomic import check_out_dir
+from deploykit.bench.attach import attach_latency, ladders_for, latency_report
 from deploykit.compression import TARGETS, CompressConfig
 from deploykit.data import ImageDataset, batches, load_dataset
 from deploykit.data.splits import with_split
@@ -189,8 +190,12 @@ class _Run:
         example = built.example_input()
         graph = ModelGraph(model, example, ignore=cfg.ignore)
         cost_model = CostModel(graph)
+        # --normalize latency, --target-latency, --round-to auto: predictions from the latency table.
+        latency = attach_latency(cost_model, cfg.model, normalize=self.rs.normalize, targets=cfg.targets,
+                                 round_to=cfg.round_to, lut=cfg.lut, ignore=cfg.ignore, reporter=rep)
         base_costs = cost_model.base
-        sel_cfg = SelectConfig(self.rs.targets, self.rs.normalize, cfg.round_to, cfg.max_ratio)
+        round_to, ladders = ladders_for(latency, cfg.round_to)
+        sel_cfg = SelectConfig(self.rs.targets, self.rs.normalize, round_to, cfg.max_ratio, ladders=ladders)
         unrounded = _reachable(cost_model, graph, sel_cfg)
 
         ckpt = self.ckpts.latest() if cfg.resume else None
@@ -252,6 +257,8 @@ class _Run:
         final = self._evaluate_all(model, pre)
         pruned_costs = measure(model, example)
         report = self._report(job, base_costs, pruned_costs, base_top1, final, unrounded, ckpt, total)
+        if latency is not None:
+            report["latency"] = latency_report(latency, cost_model)
         report["seconds"] = round(time.perf_counter() - start, 2)
         if d.main:
             plan = make_plan(built, graph, criterion=cfg.criterion, ignore=cfg.ignore)
