@@ -10,6 +10,8 @@ from deploykit.cli.compress_cmd import target_options
 from deploykit.cli.main import main
 from deploykit.compression import TARGETS, CompressConfig, TargetKind
 from deploykit.errors import DeployKitError
+from deploykit.train import dcff, search  # noqa: F401  (they register their schedules)
+from deploykit.train.schedules import SCHEDULES
 
 
 @pytest.mark.parametrize("kw", [{"target_memory": 0.8}, {"target_params": 0.5, "target_macs": 0.7},
@@ -48,7 +50,7 @@ def _bad(args, capsys):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--schedule", "progresive"], "unknown schedule 'progresive' (did you mean 'progressive'?); valid: oneshot, progressive"),
+    (["--schedule", "progresive"], "unknown schedule 'progresive' (did you mean 'progressive'?); valid: " + ", ".join(sorted(SCHEDULES))),
     (["--schedule", "progressive"], "--schedule progressive prunes while fine-tuning: pass --data and --finetune-epochs"),
     (["--optimizer", "sgdd"], "unknown optimizer 'sgdd' (did you mean 'sgd'?)"),
     (["--target-params", "1.5"], "--target-params 1.5 is outside (0, 1]"),

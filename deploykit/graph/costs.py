@@ -10,7 +10,9 @@ shrink.
 
 from __future__ import annotations
 
+import functools
 import math
+import re
 from dataclasses import asdict, dataclass, replace
 from typing import Protocol
 
@@ -128,6 +130,33 @@ def channel_dim(node, memo: dict | None = None) -> int:
     return memo[id(node)]
 
 
+@functools.lru_cache(maxsize=None)
+def _is_view_op(grad_fn_name: str) -> bool:
+    """Whether the ATen op behind an autograd node returns a view (``PermuteBackward0`` -> ``aten.permute``).
+
+    :func:`measure` counts only what an op writes, so the prediction must skip views too.
+    """
+    snake = re.sub(r"(?<!^)(?=[A-Z])", "_", re.sub(r"Backward\d*$", "", grad_fn_name)).lower()
+    op = getattr(torch.ops.aten, snake, None)
+    if op is None:
+        return False
+    overloads = op.overloads()
+    if not overloads:
+        return False
+    returns = getattr(op, "default", None) or getattr(op, overloads[0])
+    ret = returns._schema.returns
+    return bool(ret) and ret[0].alias_info is not None and not ret[0].alias_info.is_write
+
+
+def _writes_activation(node) -> bool:
+    """A node whose output is a fresh tensor: not a parameter, not a view of another tensor."""
+    gf = getattr(node, "grad_fn", None)
+    if gf is None or isinstance(getattr(node, "module", None), nn.Parameter):
+        return False
+    name = type(gf).__name__
+    return name != "AccumulateGrad" and not _is_view_op(name)
+
+
 def _per_channel_numel(shape: tuple[int, ...], dim: int) -> int:
     """Elements per channel per sample when channels are on ``dim``."""
     if len(shape) < 2:
@@ -189,9 +218,17 @@ class CostModel:
         for it in g.items:
             share = len(it.idxs) / max(channels, 1)
             shape = _out_shape(it.node)
-            if it.out and shape is not None and id(it.node) not in seen_tensors:
+            if it.out and shape is not None and id(it.node) not in seen_tensors and _writes_activation(it.node):
                 seen_tensors.add(id(it.node))
                 self.act_per_channel[gi] += share * _per_channel_numel(shape, channel_dim(it.node, self._chdim)) * BYTES
+            param = getattr(it.node, "module", None)
+            if isinstance(param, nn.Parameter):  # an unwrapped parameter (ConvNeXt's layer scale)
+                width = len(it.idxs)
+                lay = self.layers.get(it.name) or _Layer(it.name, "norm", width, width, 1, False,
+                                                         param.numel() // max(width, 1), 0, False, [], [])
+                self.layers[it.name] = lay
+                lay.out_terms.append((gi, share))
+                continue
             mod = it.module
             if mod is None or not any(True for _ in mod.parameters(recurse=False)):
                 continue

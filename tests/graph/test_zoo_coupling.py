@@ -65,6 +65,8 @@ def test_pruning_equals_masking_and_costs_are_exact(case, tmp_path):
     measured = measure(model, x[:1])
     assert cost_model.predict().macs == measured.macs
     assert cost_model.predict().params == measured.params
+    # Activation bytes are a model (views skipped, every op's output 4 bytes per element): close, not exact.
+    assert 0.9 <= cost_model.predict().activation_bytes / measured.activation_bytes <= 1.1
 
     from deploykit.export.onnx import check_parity, export_onnx
     from deploykit.zoo.base import BuiltModel, Preprocess
