@@ -11,11 +11,12 @@ setting it was not measured in. Its content:
   of widths below the full width, the cliffs found there and the *ladder* of widths
   at the low side of each step (what ``--round-to auto`` chooses from);
 * ``calibration``: how the sum of layer times maps to end-to-end latency,
-  ``load × (scale × layers + fixed + per_mb × activation MB)``, fitted on whole pruned
-  variants of the model measured end to end: the bracket on their fast runs (the
-  10th percentile, what the model costs when the machine leaves it alone), ``load``
-  the median over the 10th percentile (what a shared machine adds; it cancels in
-  every latency ratio).
+  ``load × (scale × layers + fixed + per_mb × activation MB + per_weight_mb × weight MB)``,
+  fitted on whole pruned variants of the model measured end to end: the bracket on
+  their fast runs (the 10th percentile, what the model costs when the machine leaves
+  it alone), ``load`` the median over the 10th percentile (what a shared machine adds;
+  it cancels in every latency ratio). A lone layer timed again and again finds its
+  weights in cache; in a whole network they come from memory: the weight term.
 
 Measurements of single layers are also kept in a per-device *point cache*, shared by
 every model measured with the same settings.
@@ -105,21 +106,29 @@ class GroupCurve(_Strict):
 class CalibrationPoint(_Strict):
     """One whole variant measured end to end (median and 10th percentile)."""
 
-    fraction: float
+    variant: str
     measured_ms: float
     fast_ms: float
     layers_ms: float
     activation_mb: float
+    weight_mb: float
     predicted_ms: float
 
 
 class Calibration(_Strict):
-    """End-to-end latency = ``load`` × (``scale`` × Σ layers + ``fixed_ms`` + ``ms_per_mb`` × activation MB)."""
+    """End-to-end latency = ``load`` × (``scale`` × Σ layers + ``fixed_ms`` + ``ms_per_mb`` × activation MB
+    + ``ms_per_weight_mb`` × weight MB)."""
 
     scale: float = 1.0
     fixed_ms: float = 0.0
     ms_per_mb: float = 0.0
+    ms_per_weight_mb: float = 0.0
     load: float = 1.0
+
+    def at(self, layers_ms: float, activation_mb: float, weight_mb: float) -> float:
+        """End-to-end milliseconds from the table sum and the memory terms."""
+        return self.load * (self.scale * layers_ms + self.fixed_ms + self.ms_per_mb * activation_mb
+                            + self.ms_per_weight_mb * weight_mb)
     points: list[CalibrationPoint] = []
 
 

@@ -4,7 +4,7 @@ The cost model knows each weighted layer's (input, output) channels as a functio
 the group widths; the table knows what a layer costs at those channels. The
 prediction is::
 
-    load × (scale × Σ_calls table(cin, cout) + fixed_ms + ms_per_mb × activation MB)
+    load × (scale × Σ_calls table(cin, cout) + fixed_ms + ms_per_mb × activation MB + ms_per_weight_mb × weight MB)
 
 where activation bytes (the cost model's prediction) stand for the ops the table
 does not measure (element-wise, pooling, layout changes) and the constants come from
@@ -89,8 +89,7 @@ class LatencyModel:
     def __init__(self, cost_model: CostModel, lut: Lut) -> None:
         self.cm = cost_model
         self.lut = lut
-        cal = lut.calibration
-        self.scale, self.fixed, self.per_mb, self.load = cal.scale, cal.fixed_ms, cal.ms_per_mb, cal.load
+        self.cal = lut.calibration
         ids = {g.id: i for i, g in enumerate(cost_model.groups)}
         for gid, curve in lut.groups.items():
             if gid not in ids or cost_model.full[ids[gid]] != curve.channels:
@@ -122,6 +121,13 @@ class LatencyModel:
         idx = range(len(self.tables)) if only is None else only
         return sum(self.tables[i].at(*self._dims(self.tables[i], w), stepped) for i in idx)
 
+    def weight_mb(self, w: list[int], only: list | None = None) -> float:
+        """Predicted fp32 weight megabytes at widths ``w`` (of the layers ``only``, else the whole model)."""
+        cm = self.cm
+        if only is not None:
+            return 4 * sum(cm._layer_params(lay, w) for lay in only) / MB
+        return 4 * (cm._fixed_params + sum(cm._layer_params(lay, w) for lay in cm.layers.values())) / MB
+
     def activation_mb(self, w: list[int]) -> float:
         """Predicted activation megabytes at widths ``w``."""
         cm = self.cm
@@ -131,7 +137,7 @@ class LatencyModel:
     def predict(self, w: list[int] | None = None) -> float:
         """Predicted end-to-end milliseconds at group widths ``w`` (current widths by default)."""
         w = self.cm.widths() if w is None else w
-        return self.load * (self.scale * self.layers_ms(w) + self.fixed + self.per_mb * self.activation_mb(w))
+        return self.cal.at(self.layers_ms(w), self.activation_mb(w), self.weight_mb(w))
 
     def saving(self, gi: int, k: int, w: list[int]) -> float:
         """Milliseconds saved by removing ``k`` more channels of group ``gi`` at widths ``w``.
@@ -146,7 +152,10 @@ class LatencyModel:
         stepped = self.layers_ms(w, True, only) - self.layers_ms(w2, True, only)
         if stepped <= 1e-12:
             stepped = self.layers_ms(w, False, only) - self.layers_ms(w2, False, only)
-        return self.load * (self.scale * max(stepped, 0.0) + self.per_mb * k * self.cm.act_per_channel[gi] / MB)
+        lays = self.cm.group_layers[gi]
+        weights = self.weight_mb(w, lays) - self.weight_mb(w2, lays)
+        cal = self.cal
+        return cal.at(max(stepped, 0.0), k * self.cm.act_per_channel[gi] / MB, weights) - cal.load * cal.fixed_ms
 
     def ladders(self) -> dict[str, list[int]]:
         """Per group id, the widths at the low side of latency steps (``--round-to auto``)."""

@@ -8,10 +8,11 @@
 2. **Tables**: every call of every convolution and linear layer is timed on a grid of
    (input, output) channel counts spanning what pruning can make of it (grid points on
    the ladder where an axis follows one group), then fitted non-decreasing.
-3. **Calibration**: whole copies of the model pruned uniformly (to ladder widths) are
-   timed end to end, interleaved; ``scale``, ``fixed_ms`` and ``ms_per_mb`` are the
-   non-negative least-squares fit of their fast runs (10th percentile) on the table sum
-   and the activation megabytes, and ``load`` is median / 10th percentile: the layer
+3. **Calibration**: whole copies of the model pruned uniformly and at random (ladder
+   widths) are timed end to end, interleaved; ``scale``, ``fixed_ms``, ``ms_per_mb`` and
+   ``ms_per_weight_mb`` are the non-negative least-squares fit of their fast runs (10th
+   percentile) on the table sum, the activation and the weight megabytes, and ``load``
+   is median / 10th percentile: the layer
    points are the least of several passes, so both sides of the fit describe the model
    on a machine left alone, and what contention adds is one factor that cancels in
    every latency ratio.
@@ -67,7 +68,9 @@ class ProfileConfig:
             ladders fall back to multiples of ``fallback_round``).
         fallback_round: ladder spacing where a scan finds no cliff.
         max_ratio: tables reach down to ``1 - max_ratio`` of each group's width.
-        calibration: fractions of the widths at which whole variants are timed.
+        calibration: fractions of the widths at which whole uniform variants are timed.
+        calibration_random: whole variants with random ladder widths timed as well.
+        seed: of those random variants.
         calibration_runs: timed rounds of the calibration variants (interleaved).
         passes: every layer point is measured this many times, in alternating order, and
             the least median kept: a burst of load on a shared machine spoils one pass.
@@ -80,8 +83,10 @@ class ProfileConfig:
     scan: int = 32
     fallback_round: int = 8
     max_ratio: float = 0.9
-    calibration: tuple[float, ...] = (1.0, 0.8, 0.6, 0.45, 0.3)
+    calibration: tuple[float, ...] = (1.0, 0.75, 0.5, 0.3)
+    calibration_random: int = 4
     calibration_runs: int = 30
+    seed: int = 1234
     passes: int = 2
     cache: bool = True
 
@@ -278,26 +283,40 @@ class Profiler:
             w[self.cm.index[gid]] = v
         return w
 
+    def calibration_variants(self, curves: dict[str, GroupCurve]) -> dict[str, list[int]]:
+        """Whole variants to time: uniform fractions of every width, and random mixes (ladder widths)
+        that keep the activation and weight terms from moving in lockstep with the layers."""
+        out = {f"uniform {f:.2f}": self.variant_widths(f, curves) for f in sorted(set(self.cfg.calibration) | {1.0}, reverse=True)}
+        rng = np.random.default_rng(self.cfg.seed)
+        for i in range(self.cfg.calibration_random):
+            w = list(self.full)
+            for gi in self.prunable:
+                g = self.cm.groups[gi]
+                lad = [v for v in curves[g.id].ladder if v >= self.min_w[gi]] if g.id in curves else []
+                if lad and rng.random() > 0.15:
+                    w[gi] = int(rng.choice(lad))
+            out[f"random {i}"] = w
+        return out
+
     def calibrate(self, layers: dict[str, LayerTable], curves: dict[str, GroupCurve]) -> tuple[Calibration, float]:
-        """Time uniform variants end to end; fit scale, fixed and per-MB terms. Returns it and the base latency."""
+        """Time whole variants end to end; fit the calibration. Returns it and the base latency (median)."""
         probe = Lut(key=self.key, created="", machine={}, settings={}, base_ms=0.0, layers=layers, groups=curves,
                     calibration=Calibration())
         lm = LatencyModel(self.cm, probe)
-        fractions = sorted(set(self.cfg.calibration) | {1.0}, reverse=True)
-        fns, rows = {}, []
-        with self.rep.task("calibration variants", len(fractions)) as task:
-            for f in fractions:
-                w = self.variant_widths(f, curves)
-                module = self.graph.model if f >= 1.0 else prune_to_widths(
+        variants = self.calibration_variants(curves)
+        fns, rows = {}, {}
+        with self.rep.task("calibration variants", len(variants)) as task:
+            for name, w in variants.items():
+                module = self.graph.model if w == self.full else prune_to_widths(
                     self.graph.model, self.example, {g.id: w[i] for i, g in enumerate(self.cm.groups)}, self.ignore)
-                fns[f] = self.timer.model_fn(module, self.example)
-                rows.append((f, lm.layers_ms(w), lm.activation_mb(w)))
+                fns[name] = self.timer.model_fn(module, self.example)
+                rows[name] = (lm.layers_ms(w), lm.activation_mb(w), lm.weight_mb(w))
                 task.advance()
         warm = max(2, self.cfg.calibration_runs // 5)
         passes = max(1, self.cfg.passes)
         per_pass = max(5, self.cfg.calibration_runs // passes)
-        times: dict[float, list[float]] = {f: [] for f in fns}
-        fast: dict[float, float] = {}
+        times: dict[str, list[float]] = {f: [] for f in fns}
+        fast: dict[str, float] = {}
         with self.rep.task("calibration runs", per_pass * passes) as task:
             for _ in range(passes):  # the fastest pass: a burst of load spoils one pass, not the fit
                 got = self.timer.time_models(fns, per_pass, warm, task)
@@ -305,13 +324,13 @@ class Profiler:
                     times[f] += t
                     fast[f] = min(fast.get(f, np.inf), float(np.percentile(t, 10)) * 1e3)
         median = {f: float(np.median(t)) * 1e3 for f, t in times.items()}
-        cal = fit_calibration([(fast[f], lay, act) for f, lay, act in rows])
+        cal = fit_calibration([(fast[f], *rows[f]) for f in rows])
         cal.load = round(float(np.median([median[f] / fast[f] for f in median])), 6)
-        cal.points = [CalibrationPoint(fraction=f, measured_ms=round(median[f], 4), fast_ms=round(fast[f], 4),
-                                       layers_ms=round(lay, 4), activation_mb=round(act, 4),
-                                       predicted_ms=round(cal.load * (cal.scale * lay + cal.fixed_ms + cal.ms_per_mb * act), 4))
-                      for f, lay, act in rows]
-        return cal, median[1.0]
+        cal.points = [CalibrationPoint(variant=f, measured_ms=round(median[f], 4), fast_ms=round(fast[f], 4),
+                                       layers_ms=round(lay, 4), activation_mb=round(act, 4), weight_mb=round(wt, 4),
+                                       predicted_ms=round(cal.at(lay, act, wt), 4))
+                      for f, (lay, act, wt) in rows.items()]
+        return cal, median[next(iter(variants))]
 
     # -- all ---------------------------------------------------------------------------------------
     def run(self) -> Lut:
@@ -330,26 +349,23 @@ def _sig(v: float) -> float:
     return float(f"{float(v):.7g}")
 
 
-def fit_calibration(points: list[tuple[float, float, float]]) -> Calibration:
-    """Non-negative least squares of measured ms on (layer-table ms, 1, activation MB).
+def fit_calibration(points: list[tuple[float, float, float, float]]) -> Calibration:
+    """Non-negative least squares, in relative error, of measured ms on (table ms, 1, activation MB, weight MB).
 
-    With fewer than three points, or a fit that would explain the latency without the
-    table at all, the table's scale is fixed at 1 and only the constant and per-MB
-    terms are fitted.
+    With fewer points than terms, or a fit that would explain the latency without the
+    table, the table's scale is fixed at 1 and only the other terms are fitted.
     """
     from scipy.optimize import nnls
 
     y = np.array([p[0] for p in points])
-    lay = np.array([p[1] for p in points])
-    act = np.array([p[2] for p in points])
-    if len(points) >= 3:
-        a = np.stack([lay, np.ones_like(lay), act], axis=1)
-        coef, _ = nnls(a / y[:, None], np.ones_like(y))  # relative error: every variant counts alike
+    lay, act, wt = (np.array([p[i] for p in points]) for i in (1, 2, 3))
+    one = np.ones_like(y)
+    if len(points) >= 4:
+        coef, _ = nnls(np.stack([lay, one, act, wt], axis=1) / y[:, None], one)  # every variant counts alike
         if coef[0] > 0.25:
-            return Calibration(scale=round(float(coef[0]), 6), fixed_ms=round(float(coef[1]), 6), ms_per_mb=round(float(coef[2]), 6))
-    a = np.stack([np.ones_like(lay), act], axis=1)
-    coef, _ = nnls(a / y[:, None], (y - lay) / y)
-    return Calibration(scale=1.0, fixed_ms=round(float(coef[0]), 6), ms_per_mb=round(float(coef[1]), 6))
+            return Calibration(scale=_sig(coef[0]), fixed_ms=_sig(coef[1]), ms_per_mb=_sig(coef[2]), ms_per_weight_mb=_sig(coef[3]))
+    coef, _ = nnls(np.stack([one, act, wt], axis=1) / y[:, None], (y - lay) / y)
+    return Calibration(scale=1.0, fixed_ms=_sig(coef[0]), ms_per_mb=_sig(coef[1]), ms_per_weight_mb=_sig(coef[2]))
 
 
 def load_or_profile(cost_model: CostModel, spec: str, cfg: ProfileConfig, reporter: Reporter | None = None,

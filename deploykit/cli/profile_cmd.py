@@ -72,9 +72,9 @@ def profile(model: str, backend: str, out_path: Path | None, batch: int, threads
     out(table(["group", "channels", "step", "cliffs (top)", "ladder (top)"], rows))
     cal = lut.calibration
     out(f"{len(lut.layers)} layer tables; end to end = {cal.load:.3f} x ({cal.scale:.3f} x layers + {cal.fixed_ms:.3f} ms "
-        f"+ {cal.ms_per_mb:.4f} ms/MB); base measured {lut.base_ms:.3f} ms")
-    out(table(["variant", "measured ms", "predicted ms"],
-              [[f"{p.fraction:.2f} of widths", p.measured_ms, p.predicted_ms] for p in cal.points]))
+        f"+ {cal.ms_per_mb:.4f} ms/MB activations + {cal.ms_per_weight_mb:.4f} ms/MB weights); "
+        f"base measured {lut.base_ms:.3f} ms")
+    out(table(["calibration variant", "measured ms", "predicted ms"], [[p.variant, p.measured_ms, p.predicted_ms] for p in cal.points]))
     from deploykit.bench.lut import cache_path
 
     where = cache_path(lut.key)

@@ -188,7 +188,7 @@ class _Run:
         check_input(built)
         model, pre = built.model, built.preprocess
         example = built.example_input()
-        graph = ModelGraph(model, example, ignore=cfg.ignore)
+        graph = ModelGraph(built.traced, example, ignore=cfg.ignore)
         cost_model = CostModel(graph)
         # --normalize latency, --target-latency, --round-to auto: predictions from the latency table.
         latency = attach_latency(cost_model, cfg.model, normalize=self.rs.normalize, targets=cfg.targets,
@@ -255,7 +255,7 @@ class _Run:
         model.eval()
         model.cpu()
         final = self._evaluate_all(model, pre)
-        pruned_costs = measure(model, example)
+        pruned_costs = measure(built.traced, example)
         report = self._report(job, base_costs, pruned_costs, base_top1, final, unrounded, ckpt, total)
         if latency is not None:
             report["latency"] = latency_report(latency, cost_model)
