@@ -51,7 +51,7 @@ class CompressConfig(StrictConfig):
     targets: dict[str, float] = {}
     criterion: str = "fisher"
     normalize: str | None = None
-    round_to: int | Literal["auto"] = 1
+    round_to: int | Literal["auto"] = 8
     lut: str | None = None
     max_ratio: float = Field(0.9, gt=0, lt=1)
     schedule: str = "oneshot"

@@ -100,3 +100,25 @@ def test_progressive_report_and_extra_eval_sets(tmp_path, digits_model):
     assert json.loads((tmp_path / "p" / "report.json").read_text())["removals"] == r["removals"]
     built = deploykit.load(str(tmp_path / "p"))
     assert sum(p.numel() for p in built.model.parameters()) == r["pruned"]["params"]
+
+
+@pytest.mark.parametrize("extra, k, some_unrounded", [([], 8, False), (["--round-to", "32"], 32, True)],
+                         ids=["default", "round-to-32"])
+def test_round_to_keeps_multiples_and_counts_what_it_could_not(extra, k, some_unrounded, tmp_path, digits_model, capsys):
+    out = tmp_path / "r"
+    assert main(["compress", "digits:demo", "--target-macs", "0.8", "--criterion", "l1", "--out", str(out),
+                 "--json", str(tmp_path / "r.json"), *extra]) == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    rounding = report["rounding"]
+    assert rounding["round_to"] == k
+    plan = json.loads((out / "plan.json").read_text())
+    unrounded = rounding["unrounded"]
+    for entry in plan["groups"]:
+        if entry["id"] not in unrounded:
+            assert len(entry["kept"]) % k == 0, entry["id"]
+    assert bool(unrounded) == some_unrounded
+    assert rounding["unrounded_layers"] == len({lay for d in unrounded.values() for lay in d["layers"]})
+    for d in unrounded.values():
+        assert d["layers"] and f"multiple of {k}" in d["reason"]
+    if unrounded:
+        assert f"{rounding['unrounded_layers']} layers in {len(unrounded)} groups could not be rounded" in capsys.readouterr().out

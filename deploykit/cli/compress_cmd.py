@@ -56,7 +56,7 @@ process trains on its share of each global batch and rank 0 writes.\n\n{MODEL_HE
 @click.option("--kd-alpha", default=0.5, show_default=True, type=float, help="Distillation weight a.")
 @click.option("--kd-temperature", default=4.0, show_default=True, type=float, help="Distillation temperature T.")
 @click.option("--bn-batches", default=20, show_default=True, type=int, help="Batches for BatchNorm recalibration after pruning.")
-@click.option("--round-to", default="1", show_default=True,
+@click.option("--round-to", default="8", show_default=True,
               help="Keep every pruned width a multiple of this; auto: widths at the low side of latency steps (latency table).")
 @click.option("--lut", help="Latency table from deploykit profile (--normalize latency, --target-latency, --round-to auto); "
               "default: the cached table for ONNX Runtime CPU, batch 1, 1 thread, measured on first use.")
@@ -86,5 +86,9 @@ def compress(out_dir: Path, json_path: Path | None, ignore: tuple[str, ...], eva
     rows = [[name, human(r["params"]), human(r["macs"]), human(r["activation_bytes"], "B"), r.get("top1")]
             for name, r in (("base", report["base"]), ("pruned", report["pruned"]))]
     out(table(["model", "params", "MACs", "activations", "top-1"], rows))
+    rounding = report["rounding"]
+    if rounding["unrounded_layers"]:
+        out(f"{rounding['unrounded_layers']} layers in {len(rounding['unrounded'])} groups could not be rounded to "
+            f"--round-to {rounding['round_to']} and were kept whole (why: report.json 'rounding')")
     out(f"wrote {out_dir} ({report['seconds']} s)")
     emit(report, json_path)

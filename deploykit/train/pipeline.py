@@ -120,6 +120,13 @@ class _Data:
         return next(iter(self.evals), None)
 
 
+def _rounding(unrounded: dict[str, str], graph: ModelGraph, round_to: int | str) -> dict[str, Any]:
+    """The report's ``rounding``: groups (and their layers) that could not keep a multiple of ``--round-to``, and why."""
+    detail = {gid: {"reason": why, "layers": list(graph.get(gid).layers)} for gid, why in unrounded.items()}
+    layers = {lay for d in detail.values() for lay in d["layers"]}  # a layer may sit in two groups (in and out)
+    return {"round_to": round_to, "unrounded": detail, "unrounded_layers": len(layers)}
+
+
 def _reachable(cost_model: CostModel, graph: ModelGraph, sel_cfg: SelectConfig) -> dict[str, str]:
     """Raise when no selection can meet the targets; returns groups left unrounded."""
     zeros = {g.id: torch.zeros(g.channels) for g in graph.prunable()}
@@ -196,7 +203,7 @@ class _Run:
         base_costs = cost_model.base
         round_to, ladders = ladders_for(latency, cfg.round_to)
         sel_cfg = SelectConfig(self.rs.targets, self.rs.normalize, round_to, cfg.max_ratio, ladders=ladders)
-        unrounded = _reachable(cost_model, graph, sel_cfg)
+        rounding = _rounding(_reachable(cost_model, graph, sel_cfg), graph, cfg.round_to)
 
         ckpt = self.ckpts.latest() if cfg.resume else None
         if ckpt is not None:
@@ -256,7 +263,7 @@ class _Run:
         model.cpu()
         final = self._evaluate_all(model, pre)
         pruned_costs = measure(built.traced, example)
-        report = self._report(job, base_costs, pruned_costs, base_top1, final, unrounded, ckpt, total)
+        report = self._report(job, base_costs, pruned_costs, base_top1, final, rounding, ckpt, total)
         if latency is not None:
             report["latency"] = latency_report(latency, cost_model)
         report["seconds"] = round(time.perf_counter() - start, 2)
@@ -343,7 +350,7 @@ class _Run:
 
     # -- report ----------------------------------------------------------------------------------
     def _report(self, job: Job, base: Costs, pruned: Costs, base_top1: dict[str, float], final: dict[str, float],
-                unrounded: dict[str, str], ckpt: Checkpoint | None, total: int) -> dict[str, Any]:
+                rounding: dict[str, Any], ckpt: Checkpoint | None, total: int) -> dict[str, Any]:
         cfg, primary = self.cfg, self.data.primary
         stages = job.state.stages
         evals = {spec: {"base": base_top1.get(spec), "after_pruning": stages.get("after_pruning", {}).get(spec),
@@ -374,7 +381,7 @@ class _Run:
             "groups_pruned": len({r[1] for r in job.state.removals}),
             "channels_removed": job.removed_channels,
             "removals": job.state.removals,
-            "unrounded": unrounded,
+            "rounding": rounding,
             "world_size": self.d.world,
             "resumed_from": ckpt.iteration if ckpt is not None else None,
         }

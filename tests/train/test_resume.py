@@ -14,7 +14,8 @@ import deploykit
 from deploykit.train.checkpoint import CheckpointDir
 
 ARGS = ["compress", "digits:demo", "--data", "digits", "--target-macs", "0.85", "--schedule", "progressive",
-        "--interval", "1", "--finetune-epochs", "0.5", "--batch-size", "32", "--bn-batches", "2", "--seed", "3"]
+        "--interval", "1", "--finetune-epochs", "0.5", "--batch-size", "32", "--bn-batches", "2", "--seed", "3",
+        "--round-to", "1"]  # one channel per removal: the kill lands mid-pruning
 
 
 def _env():
