@@ -2,7 +2,7 @@
 
 For each model and each registered criterion, ``deploykit.compress`` prunes the pretrained
 CIFAR ResNet to target MACs 0.5 with the criterion's defaults (normalization, schedule,
-recovery step), calibrates on 8 batches of 64 JPEG75 training images, recalibrates
+recovery step) with every width free (``--round-to 1``), calibrates on 8 batches of 64 JPEG75 training images, recalibrates
 BatchNorm on 20 batches, and fine-tunes for the same number of iterations (SGD, nesterov
 momentum 0.9, lr 0.01 cosine, weight decay 5e-4, batch 64 from the 50k JPEG75 training set,
 random crop and flip, no distillation). Top-1 is measured on the lossless 1k and the JPEG75
@@ -94,7 +94,7 @@ def run_criterion(model: str, criterion: str, args: argparse.Namespace) -> dict[
         model=f"cifar:{model}", weights=str(args.data / "weights" / WEIGHTS[model]), out=str(out), force=True,
         target_macs=TARGET, criterion=criterion, data=train, eval_data=[lossless], calib_batches=8,
         batch_size=args.batch_size, finetune_epochs=args.iterations / (TRAIN_IMAGES // args.batch_size), lr=0.01,
-        bn_batches=20, evaluate_base=False, seed=0)
+        bn_batches=20, evaluate_base=False, seed=0, round_to=1)
     total = time.perf_counter() - t
     return {"report": report, "scoring_s": timers.seconds.get("scoring"), "recover_s": timers.seconds.get("recover"),
             "total_s": total}
