@@ -12,7 +12,8 @@ exactly as much as MACs did.
 
 Weights are random (no ImageNet weights on this machine): this measures speed, not
 accuracy. Run: ``python benchmarks/zoo_speedup.py`` (``--models resnet18,mobilenet_v2``
-for a subset); it writes benchmarks/results/zoo_speedup.md and .json.
+for a subset); it writes benchmarks/results/zoo_speedup.md and .json after every model, and
+a repeated run reuses the rows finished in ``--work``.
 """
 
 from __future__ import annotations
@@ -162,21 +163,29 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--target", type=float, default=0.5)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "zoo_speedup"))
+    ap.add_argument("--work", default="/tmp/dk-zoo-speedup", help="finished rows, reused when the run is repeated")
     args = ap.parse_args()
     specs = SPECS
     if args.models:
         want = args.models.split(",")
         specs = [s for s in SPECS if s in want or s.split(":")[1] in want]
     rows, start = [], time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="dk-zoo-") as tmp:
-        for spec in specs:
-            row = run(spec, args.runs, args.threads, args.target, Path(tmp))
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-    wall = time.perf_counter() - start
-    Path(args.out + ".json").write_text(json.dumps(rows, indent=2) + "\n")
-    Path(args.out + ".md").write_text(markdown(rows, args, wall))
-    print(markdown(rows, args, wall))
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    for spec in specs:
+        done = work / f"{spec.replace(':', '_')}.json"  # a finished row is not measured again
+        if done.is_file():
+            row = json.loads(done.read_text())
+        else:
+            with tempfile.TemporaryDirectory(prefix="dk-zoo-") as tmp:
+                row = run(spec, args.runs, args.threads, args.target, Path(tmp))
+            done.write_text(json.dumps(row))
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        wall = time.perf_counter() - start
+        Path(args.out + ".json").write_text(json.dumps(rows, indent=2) + "\n")
+        Path(args.out + ".md").write_text(markdown(rows, args, wall))
+    print(markdown(rows, args, time.perf_counter() - start))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 from pathlib import Path
 
 import torch
@@ -63,7 +65,11 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> 
     """
     own = model.state_dict()
     # Checkpoints from older torch lack BatchNorm's step counter; it is not a weight.
-    state = {**{k: v for k, v in own.items() if k.endswith("num_batches_tracked")}, **state}
+    merged = OrderedDict({**{k: v for k, v in own.items() if k.endswith("num_batches_tracked")}, **state})
+    # Module versions: safetensors keeps none, and some modules refuse to load without one
+    # (torchvision's MNASNet); the checkpoint's own, else this architecture's.
+    merged._metadata = getattr(state, "_metadata", None) or getattr(own, "_metadata", None)  # type: ignore[attr-defined]
+    state = merged
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     shape = sorted(

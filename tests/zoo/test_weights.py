@@ -56,3 +56,15 @@ def test_pickled_objects_are_refused(tmp_path):
     torch.save({"state_dict": {"w": Evil()}}, tmp_path / "evil.th")
     with pytest.raises(DeployKitError):
         read_state_dict(tmp_path / "evil.th")
+
+
+def test_safetensors_load_into_a_module_that_checks_its_version(tmp_path):
+    # safetensors keeps no module versions; torchvision's MNASNet refuses a state without one.
+    import torchvision
+
+    src, dst = torchvision.models.mnasnet0_5(num_classes=10), torchvision.models.mnasnet0_5(num_classes=10)
+    save_file(src.state_dict(), str(tmp_path / "m.safetensors"))
+    load_weights(dst, tmp_path / "m.safetensors")
+    x = torch.randn(1, 3, 64, 64)
+    src.eval(), dst.eval()
+    torch.testing.assert_close(src(x), dst(x))
