@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -9,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from deploykit.errors import DeployKitError
 
 C = TypeVar("C", bound="StrictConfig")
+M = TypeVar("M", bound=BaseModel)
 
 
 class StrictConfig(BaseModel):
@@ -25,3 +28,30 @@ class StrictConfig(BaseModel):
             err = e.errors()[0]
             where = ".".join(str(p) for p in err["loc"]) or cls.__name__
             raise DeployKitError(f"{where}: {err['msg']}") from None
+
+
+def read_document(path: str | Path, schema: type[M], what: str, missing: str = "") -> M:
+    """Read a JSON file and validate it against ``schema``.
+
+    Args:
+        path: the file.
+        schema: the pydantic model of the document.
+        what: the document's name in messages ("a deploykit latency table (deploykit-lut/1)").
+        missing: a hint appended when the file does not exist.
+
+    Raises:
+        DeployKitError: missing file, bad JSON, or the first schema violation with its location.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise DeployKitError(f"{path} does not exist{missing}")
+    try:
+        doc = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DeployKitError(f"{path} is not valid JSON: {e}") from None
+    try:
+        return schema.model_validate(doc)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(x) for x in err["loc"]) or "(top level)"
+        raise DeployKitError(f"{path} is not {what}: {where}: {err['msg']}") from None

@@ -7,11 +7,10 @@ carries as ``results.schema.json``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from deploykit.bench.latency import LatencyResult
 from deploykit.errors import DeployKitError
@@ -75,16 +74,6 @@ def read_results(path: str | Path) -> Imported:
         DeployKitError: missing file, bad JSON, or a document that breaks the schema
             (the first problem, with its location).
     """
-    p = Path(path)
-    if not p.is_file():
-        raise DeployKitError(f"results file {path} does not exist")
-    try:
-        doc = json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise DeployKitError(f"{path} is not valid JSON: {e}") from None
-    try:
-        return Imported.model_validate(doc)
-    except ValidationError as e:
-        err = e.errors()[0]
-        where = ".".join(str(x) for x in err["loc"]) or "(top level)"
-        raise DeployKitError(f"{path} is not a deploykit results file ({RESULTS_SCHEMA_ID}): {where}: {err['msg']}") from None
+    from deploykit.config import read_document
+
+    return read_document(path, Imported, f"a deploykit results file ({RESULTS_SCHEMA_ID})")

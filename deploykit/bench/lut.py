@@ -30,7 +30,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from deploykit.atomic import write_json
 from deploykit.errors import DeployKitError
@@ -157,19 +157,10 @@ def read_lut(path: str | Path) -> Lut:
     Raises:
         DeployKitError: missing file, bad JSON, or not a ``deploykit-lut/1`` document.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise DeployKitError(f"latency table {path} does not exist; make one with: deploykit profile MODEL --out {path}")
-    try:
-        doc = json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DeployKitError(f"{path} is not valid JSON: {e}") from None
-    try:
-        return Lut.model_validate(doc)
-    except ValidationError as e:
-        err = e.errors()[0]
-        where = ".".join(str(x) for x in err["loc"]) or "(top level)"
-        raise DeployKitError(f"{path} is not a deploykit latency table ({FORMAT}): {where}: {err['msg']}") from None
+    from deploykit.config import read_document
+
+    return read_document(path, Lut, f"a deploykit latency table ({FORMAT})",
+                         f"; make one with: deploykit profile MODEL --out {path}")
 
 
 def check_key(lut: Lut, key: LutKey, source: str) -> None:
