@@ -44,14 +44,23 @@ def _onnx_input_shape(sess, batch: int) -> tuple[int, ...]:
     return tuple(batch if i == 0 else int(d) for i, d in enumerate(shape))
 
 
-def interleaved(fns: dict[str, Callable[[], object]], runs: int, warmup: int, task=None) -> dict[str, list[float]]:
-    """Time each callable ``runs`` times, alternating A B A B … after ``warmup`` rounds."""
+def interleaved(fns: dict[str, Callable[[], object]], runs: int, warmup: int, task=None,
+                rewarm: bool = True) -> dict[str, list[float]]:
+    """Time each callable ``runs`` times, alternating A B A B … after ``warmup`` rounds.
+
+    With ``rewarm`` each timed call follows an untimed call of the same model: alternating
+    models evict each other's weights from the CPU caches, and a deployed model runs warm,
+    so the timed call sees the caches as it would in deployment while load on a shared
+    machine still hits every model alike.
+    """
     for _ in range(warmup):
         for fn in fns.values():
             fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(runs):
         for name, fn in fns.items():
+            if rewarm:
+                fn()
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)
