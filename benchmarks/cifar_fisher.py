@@ -244,7 +244,7 @@ def render(bench: Bench, models: list[str], targets: list[float], wall: float | 
         f"Machine: {platform.machine()} CPU, {torch.get_num_threads()} torch thread(s) on a 2-core machine shared with other "
         f"work; torch {torch.__version__}, torch-pruning {_version('torch-pruning')}, onnxruntime {_version('onnxruntime')}, "
         f"Python {platform.python_version()}. Date: {datetime.date.today().isoformat()}."
-        + (f" Wall time: {wall / 60:.1f} min." if wall else " (in progress)"),
+        + (f" Wall time of the last invocation: {wall / 60:.1f} min (rows finished by earlier invocations come from the per-row cache in `--work`; each row's own time is its s column)." if wall else " (in progress)"),
         "",
         f"**Budget (every row): {a.budget} epoch of the 50k JPEG75 train set = {it} iterations at batch {BATCH}**, SGD "
         f"(momentum 0.9, nesterov, weight decay 5e-4), peak LR {LR}, cosine; random crop (pad 4) + flip; KD: "
