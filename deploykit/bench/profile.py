@@ -84,7 +84,7 @@ class ProfileConfig:
     fallback_round: int = 8
     max_ratio: float = 0.9
     calibration: tuple[float, ...] = (1.0, 0.75, 0.5, 0.3)
-    calibration_random: int = 4
+    calibration_random: int = 8
     calibration_runs: int = 30
     seed: int = 1234
     passes: int = 2
@@ -350,22 +350,49 @@ def _sig(v: float) -> float:
 
 
 def fit_calibration(points: list[tuple[float, float, float, float]]) -> Calibration:
-    """Non-negative least squares, in relative error, of measured ms on (table ms, 1, activation MB, weight MB).
+    """Measured ms on (table ms, 1, activation MB, weight MB): the terms chosen by leave-one-out.
 
-    With fewer points than terms, or a fit that would explain the latency without the
-    table, the table's scale is fixed at 1 and only the other terms are fitted.
+    Every candidate keeps the table and the constant and adds neither, one or both memory
+    terms; each is a non-negative least-squares fit in relative error (every variant counts
+    alike), scored by its leave-one-out relative error; a term is kept only if it cuts that
+    error by at least a tenth: with a handful of variants a term the data cannot pin down would
+    otherwise trade off against the table's scale. A fit that would explain the latency
+    without the table fixes the scale at 1.
     """
+    from itertools import combinations
+
     from scipy.optimize import nnls
 
     y = np.array([p[0] for p in points])
-    lay, act, wt = (np.array([p[i] for p in points]) for i in (1, 2, 3))
+    cols = {name: np.array([p[i] for p in points]) for i, name in ((1, "layers"), (2, "act"), (3, "weight"))}
+    cols["fixed"] = np.ones_like(y)
+
+    def fit(names: tuple[str, ...], idx: np.ndarray) -> dict[str, float]:
+        a = np.stack([cols[n][idx] for n in names], axis=1) / y[idx, None]
+        coef, _ = nnls(a, np.ones(len(idx)))
+        return dict(zip(names, coef))
+
+    def predict(c: dict[str, float], i: int) -> float:
+        return sum(v * cols[n][i] for n, v in c.items())
+
+    best: tuple[float, int, dict[str, float]] | None = None
+    n = len(points)
+    for k in range(3):
+        for extra in combinations(("act", "weight"), k):
+            names = ("layers", "fixed", *extra)
+            if n <= len(names):
+                continue
+            loo = np.mean([abs(predict(fit(names, np.delete(np.arange(n), i)), i) - y[i]) / y[i] for i in range(n)])
+            if best is None or loo < 0.9 * best[0]:  # a term must cut the error by a tenth to stay
+                best = (float(loo), k, fit(names, np.arange(n)))
+    coef = best[2] if best is not None else {}
+    if coef.get("layers", 0.0) > 0.25:
+        return Calibration(scale=_sig(coef["layers"]), fixed_ms=_sig(coef.get("fixed", 0.0)),
+                           ms_per_mb=_sig(coef.get("act", 0.0)), ms_per_weight_mb=_sig(coef.get("weight", 0.0)))
+    # The table must carry the prediction: scale 1, the rest fitted to what it leaves.
     one = np.ones_like(y)
-    if len(points) >= 4:
-        coef, _ = nnls(np.stack([lay, one, act, wt], axis=1) / y[:, None], one)  # every variant counts alike
-        if coef[0] > 0.25:
-            return Calibration(scale=_sig(coef[0]), fixed_ms=_sig(coef[1]), ms_per_mb=_sig(coef[2]), ms_per_weight_mb=_sig(coef[3]))
-    coef, _ = nnls(np.stack([one, act, wt], axis=1) / y[:, None], (y - lay) / y)
-    return Calibration(scale=1.0, fixed_ms=_sig(coef[0]), ms_per_mb=_sig(coef[1]), ms_per_weight_mb=_sig(coef[2]))
+    c, _ = nnls(np.stack([one, cols["act"], cols["weight"]], axis=1) / y[:, None], (y - cols["layers"]) / y)
+    return Calibration(scale=1.0, fixed_ms=_sig(c[0]), ms_per_mb=_sig(c[1]), ms_per_weight_mb=_sig(c[2]))
 
 
 def load_or_profile(cost_model: CostModel, spec: str, cfg: ProfileConfig, reporter: Reporter | None = None,

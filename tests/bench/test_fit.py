@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from deploykit.bench.fit import find_steps, isotonic, ladder, monotone2d
+from deploykit.bench.profile import fit_calibration
 
 
 def test_isotonic_pools_adjacent_violators():
@@ -74,3 +75,19 @@ def test_atoms_keep_ladder_widths_whole_atoms(unit):
     steps = find_steps(widths, staircase(widths, 16), unit=unit)
     lad = ladder(steps, lo=8, hi=64, unit=unit)
     assert all((64 - w) % unit == 0 for w in lad) and lad[-1] == 64 and 48 in lad
+
+
+@pytest.mark.parametrize("true", [{"layers": 0.9, "fixed": 1.0}, {"layers": 0.5, "fixed": 0.2, "weight": 0.3}],
+                         ids=["table-and-constant", "weight-traffic"])
+def test_calibration_recovers_the_terms_that_generated_the_latency(true):
+    rng = np.random.default_rng(0)
+    pts = []
+    for _ in range(10):
+        lay, act, wt = rng.uniform(2, 20), rng.uniform(5, 50), rng.uniform(1, 40)
+        y = true["layers"] * lay + true.get("fixed", 0) + true.get("weight", 0) * wt
+        pts.append((y * (1 + rng.normal(0, 0.002)), lay, act, wt))
+    cal = fit_calibration(pts)
+    assert cal.scale == pytest.approx(true["layers"], rel=0.05)
+    assert cal.fixed_ms == pytest.approx(true["fixed"], abs=0.1)
+    assert cal.ms_per_weight_mb == pytest.approx(true.get("weight", 0.0), abs=0.01)
+    assert cal.ms_per_mb == pytest.approx(0.0, abs=0.005)  # activations played no part
