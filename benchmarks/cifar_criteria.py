@@ -299,6 +299,7 @@ def main() -> None:
     ap.add_argument("--timing-repeats", type=int, default=5)
     ap.add_argument("--work", type=Path, default=Path("/tmp/dk-cifar-criteria"))
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "cifar_criteria.md")
+    ap.add_argument("--render", action="store_true", help="only write the table from the runs finished in --work")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -311,8 +312,9 @@ def main() -> None:
     models = args.models.split(",")
     criteria = CRITERIA.names() if args.criteria == "all" else args.criteria.split(",")
     t = time.perf_counter()
+    todo = [] if args.render else jobs(models, criteria)
     with ThreadPoolExecutor(args.workers) as pool:
-        done = list(pool.map(lambda j: launch(j, args), jobs(models, criteria)))
+        done = list(pool.map(lambda j: launch(j, args), todo))
     wall = time.perf_counter() - t
     failed = [j for j, rc, _ in done if rc]
     cmd = " ".join(["python", "benchmarks/cifar_criteria.py", *sys.argv[1:]])
