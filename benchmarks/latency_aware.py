@@ -15,7 +15,7 @@ set, progressive removal within the first half, KD from the unpruned model, batc
 SGD lr 0.01 cosine). Reported: top-1 on the lossless 1k and JPEG75 10k test sets, the
 measured latency ratio (the three pruned models and the base interleaved), MACs ratio.
 
-    .venv/bin/python benchmarks/latency_aware.py [--models resnet18,mobilenet_v2,efficientnet_b0]
+    .venv/bin/python benchmarks/latency_aware.py [--models resnet18,mobilenet_v2]
         [--cifar-model resnet56] [--budget 0.1] [--runs 60]
 
 Writes benchmarks/results/latency_aware.md and .json. Reruns reuse finished rows from ``--work``.
@@ -39,7 +39,9 @@ from deploykit.bench.machine import load_average, machine  # noqa: E402
 from deploykit.export.onnx import export_onnx  # noqa: E402
 from deploykit.zoo import build_model  # noqa: E402
 
-ZOO = ["resnet18", "mobilenet_v2", "efficientnet_b0"]
+ZOO = ["resnet18", "resnet50", "resnext50_32x4d", "wide_resnet50_2", "vgg11_bn", "mobilenet_v2", "mobilenet_v3_large",
+       "mnasnet1_0", "efficientnet_b0", "regnet_y_400mf", "densenet121", "googlenet", "inception_v3", "squeezenet1_1",
+       "shufflenet_v2_x1_0", "convnext_tiny"]  # the classifiers of the coupled-channels issue
 WEIGHTS = {"resnet20": "resnet20-12fca82f.th", "resnet56": "resnet56-4bfd9763.th"}
 TARGET = 0.5
 
