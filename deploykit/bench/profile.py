@@ -105,7 +105,7 @@ class _Call:
 
     call: LayerCall
     layer: object | None  # cost-model layer
-    tied: float | None  # depthwise: cin / cout
+    tied: float | None  # cin / cout where the input follows the output (depthwise, grouped)
     in_groups: list[tuple[int, float]] = field(default_factory=list)
     out_groups: list[tuple[int, float]] = field(default_factory=list)
 
@@ -160,7 +160,10 @@ class Profiler:
         lay = self.cm.layers.get(call.name)
         if lay is None or lay.kind == "norm":
             return _Call(call, None, None)
-        tied = call.cin / call.cout if lay.depthwise else None
+        # Depthwise, and grouped convs whose whole groups go (their input is no group's member):
+        # the input shrinks with the output, and the group count with both.
+        follows = lay.depthwise or (lay.groups > 1 and not lay.in_terms)
+        tied = call.cin / call.cout if follows else None
         return _Call(call, lay, tied, list(lay.in_terms), list(lay.out_terms))
 
     def dims(self, c: _Call, w: list[int]) -> tuple[int, int]:

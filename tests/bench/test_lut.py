@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from deploykit.bench import lut as lutmod
 from deploykit.bench.lut import Lut, cache_path, read_lut
-from deploykit.bench.profile import load_or_profile
+from deploykit.bench.profile import Profiler, load_or_profile
+from deploykit.graph.costs import CostModel
+from deploykit.graph.groups import ModelGraph
 from deploykit.errors import DeployKitError
 from tests.bench import nets
 from tests.bench.conftest import SPEC, fake_config
@@ -90,3 +93,36 @@ def test_damaged_point_cache_is_only_slower(tmp_path):
     cache.save()
     assert lutmod.PointCache(p).get("a|1|2") == 0.5
     assert isinstance(Lut.model_json_schema(), dict)
+
+
+class _Grouped(torch.nn.Module):
+    """A ResNeXt-like block: the grouped conv's whole groups go with its producer's channels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 16, 3, padding=1)
+        self.grouped = torch.nn.Conv2d(16, 16, 3, padding=1, groups=4)
+        self.head = torch.nn.Conv2d(16, 8, 1)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.grouped(torch.relu(self.stem(x)))))
+
+
+def test_grouped_conv_layers_are_measured_as_valid_convolutions(monkeypatch):
+    from deploykit.bench.layers import torch_module
+
+    seen = []
+
+    def build_and_time(op, cin, cout):
+        seen.append((cin, cout, op.groups(cin)))
+        torch_module(op, cin, cout)  # torch refuses channels that the group count does not divide
+        return nets.smooth_ms(op, cin, cout)
+
+    monkeypatch.setattr(nets.FakeTimer, "fn", staticmethod(build_and_time))
+    model = _Grouped().eval()
+    x = torch.randn(1, 3, 16, 16)
+    cm = CostModel(ModelGraph(model, x))
+    Profiler(cm, "grouped", fake_config(scan=8, cache=False)).run()
+    grouped = [(cin, cout, g) for cin, cout, g in seen if g > 1]
+    assert any(cin < 16 for cin, _, _ in grouped), "the grouped conv was measured below its full width"
+    assert all(cin == cout and cin % g == 0 and cin // g == 4 for cin, cout, g in grouped)
