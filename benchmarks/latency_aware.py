@@ -134,6 +134,9 @@ def markdown(zoo: list[dict], cifar: dict | None, args: argparse.Namespace, wall
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in zoo:
+        if "error" in r:
+            lines.append(f"| {r['model']} | fails: {r['error']} | | | | | | |")
+            continue
         ok = "" if r["latency_ratio"] <= 0.525 else " (above 0.525)"
         lines.append(f"| {r['model']} | **{r['latency_ratio']:.3f}**{ok} | {r['predicted_ratio']:.3f} | "
                      f"{r['macs_ratio']:.3f} | {r['params_ratio']:.3f} | {r['p50_ms']['base']:.2f} | "
@@ -182,7 +185,10 @@ def main() -> None:
                                                              "zoo": zoo, "cifar": cifar}, indent=1))
 
     for name in filter(None, args.models.split(",")):
-        zoo.append(cached(args.work / f"zoo-{name}.json", lambda name=name: zoo_row(name, args)))
+        try:
+            zoo.append(cached(args.work / f"zoo-{name}.json", lambda name=name: zoo_row(name, args)))
+        except Exception as e:  # noqa: BLE001 - a failure is a row of the table, not the end of the run
+            zoo.append({"model": f"torchvision:{name}", "error": f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"})
         write()
     if args.cifar_model:
         cifar = cifar_rows(args)

@@ -10,9 +10,9 @@ import torch
 from deploykit.bench import lut as lutmod
 from deploykit.bench.lut import Lut, cache_path, read_lut
 from deploykit.bench.profile import Profiler, load_or_profile
+from deploykit.errors import DeployKitError
 from deploykit.graph.costs import CostModel
 from deploykit.graph.groups import ModelGraph
-from deploykit.errors import DeployKitError
 from tests.bench import nets
 from tests.bench.conftest import SPEC, fake_config
 
