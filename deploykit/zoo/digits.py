@@ -80,6 +80,9 @@ def ensure_pretrained(model: nn.Module, log=print) -> Path:
 
     log(f"training the digits demo model once ({TRAIN_EPOCHS} epochs); cached at {path}")
     torch.manual_seed(SEED)
+    for m in model.modules():  # the same start every time: the demo's numbers must not depend on the caller's RNG
+        if hasattr(m, "reset_parameters"):
+            m.reset_parameters()
     pre = digits_preprocess()
     train(model, load_dataset("digits:train"), pre, TrainConfig(epochs=TRAIN_EPOCHS, lr=0.05, batch_size=64, seed=SEED))
     with atomic_file(path) as tmp:
