@@ -78,7 +78,8 @@ def zoo_row(name: str, args: argparse.Namespace) -> dict:
     p50 = interleaved_p50(paths, args.runs, args.threads)
     return {"model": spec, "p50_ms": p50, "latency_ratio": p50["pruned"] / p50["base"],
             "predicted_ratio": report["latency"]["predicted_ratio"], "macs_ratio": report["ratios"]["macs"],
-            "params_ratio": report["ratios"]["params"], "compress_seconds": round(seconds, 1),
+            "params_ratio": report["ratios"]["params"], "checks": report["latency"]["checks"],
+            "compress_seconds": round(seconds, 1),
             "load_average": load_average()}
 
 
@@ -129,16 +130,17 @@ def markdown(zoo: list[dict], cifar: dict | None, args: argparse.Namespace, wall
         "",
         "## Zoo at `--target-latency 0.5 --normalize latency --round-to auto` (group L2, random weights)",
         "",
-        "| model | measured latency ratio | predicted ratio | MACs ratio | params ratio | base p50 ms | pruned p50 ms "
-        "| compress s |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| model | measured latency ratio | predicted ratio | compress's own timings | MACs ratio | params ratio "
+        "| base p50 ms | pruned p50 ms | compress s |",
+        "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in zoo:
         if "error" in r:
-            lines.append(f"| {r['model']} | fails: {r['error']} | | | | | | |")
+            lines.append(f"| {r['model']} | fails: {r['error']} | | | | | | | |")
             continue
         ok = "" if r["latency_ratio"] <= 0.525 else " (above 0.525)"
-        lines.append(f"| {r['model']} | **{r['latency_ratio']:.3f}**{ok} | {r['predicted_ratio']:.3f} | "
+        timings = " → ".join(f"{c['measured']:.3f}" for c in r.get("checks", []))
+        lines.append(f"| {r['model']} | **{r['latency_ratio']:.3f}**{ok} | {r['predicted_ratio']:.3f} | {timings} | "
                      f"{r['macs_ratio']:.3f} | {r['params_ratio']:.3f} | {r['p50_ms']['base']:.2f} | "
                      f"{r['p50_ms']['pruned']:.2f} | {r['compress_seconds']:.0f} |")
     if cifar is not None:

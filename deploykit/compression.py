@@ -53,6 +53,7 @@ class CompressConfig(StrictConfig):
     normalize: str | None = None
     round_to: int | Literal["auto"] = 8
     lut: str | None = None
+    latency_checks: int = Field(3, ge=0)
     max_ratio: float = Field(0.9, gt=0, lt=1)
     schedule: str = "oneshot"
     recover: str | None = None

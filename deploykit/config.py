@@ -26,7 +26,12 @@ class StrictConfig(BaseModel):
             return cls(**kwargs)
         except ValidationError as e:
             err = e.errors()[0]
-            where = ".".join(str(p) for p in err["loc"]) or cls.__name__
+            loc = err["loc"]
+            if loc and isinstance(loc[0], str) and loc[0] in cls.model_fields:
+                # Settings are the command line's flags by name: say it the way the user typed it.
+                where = f"--{loc[0].replace('_', '-')} {err.get('input')!r}"
+            else:
+                where = ".".join(str(p) for p in loc) or cls.__name__
             raise DeployKitError(f"{where}: {err['msg']}") from None
 
 

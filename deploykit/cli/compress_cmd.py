@@ -60,6 +60,9 @@ process trains on its share of each global batch and rank 0 writes.\n\n{MODEL_HE
               help="Keep every pruned width a multiple of this; auto: widths at the low side of latency steps (latency table).")
 @click.option("--lut", help="Latency table from deploykit profile (--normalize latency, --target-latency, --round-to auto); "
               "default: the cached table for ONNX Runtime CPU, batch 1, 1 thread, measured on first use.")
+@click.option("--latency-checks", default=3, show_default=True, type=int,
+              help="--target-latency: time the pruned model against the base on the table's backend and, while it "
+              "misses the target, prune further (at most this many times); 0: trust the table's prediction.")
 @click.option("--max-ratio", default=0.9, show_default=True, type=float, help="Remove at most this fraction of any group.")
 @click.option("--checkpoint-every", default=0, show_default=True, type=int,
               help="Write a resumable checkpoint to DIR/checkpoints every K iterations (0: never).")
@@ -90,5 +93,10 @@ def compress(out_dir: Path, json_path: Path | None, ignore: tuple[str, ...], eva
     if rounding["unrounded_layers"]:
         out(f"{rounding['unrounded_layers']} layers in {len(rounding['unrounded'])} groups could not be rounded to "
             f"--round-to {rounding['round_to']} and were kept whole (why: report.json 'rounding')")
+    checks = report.get("latency", {}).get("checks") or []
+    if checks:
+        last = checks[-1]
+        out(f"measured latency {last['measured']:.3f} of the base (target {last['target']}, predicted "
+            f"{last['predicted']:.3f}) after {len(checks)} timing(s) on the table's backend")
     out(f"wrote {out_dir} ({report['seconds']} s)")
     emit(report, json_path)

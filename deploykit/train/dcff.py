@@ -190,6 +190,7 @@ class DCFFSchedule:
         sel = select_global(job.cost_model, scores, job.select, comparable=crit.comparable)
         fusion = Fusion.install(job, sel.remove, t0)
         crit.fusion = fusion  # the training step enters crit.observe(), which routes through the fusion
+        job.latency_check = None  # the fusion is built for this removal: no further removal after timing
         job.pruning_done()
         every = max(1, job.total // crit.updates)
         while job.state.iteration < job.total:

@@ -19,6 +19,8 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 
+from deploykit.bench.attach import LATENCY_TARGET
+from deploykit.compression import TARGETS
 from deploykit.errors import DeployKitError
 from deploykit.graph.costs import CostModel, measure
 from deploykit.graph.groups import ModelGraph
@@ -33,6 +35,12 @@ from deploykit.train.surgery import remove_channels
 
 # A target no model meets: makes selection take chunks past the real targets.
 _NEVER_MET = Target("macs", -1.0)
+# The Costs field a latency target bounds.
+LATENCY_COST = TARGETS.get(LATENCY_TARGET).cost
+
+
+def _round(v: float | None, digits: int = 4) -> float | None:
+    return None if v is None else round(v, digits)
 
 
 @runtime_checkable
@@ -60,12 +68,15 @@ class PruneState:
         pruned_at: the iteration at which every target was met (None: still pruning).
         removals: ``[iteration, group id, original channel indices]`` per removal, in order.
         stages: top-1 by stage (``after_pruning``, ``after_bn_recalibration``) and data spec.
+        latency_checks: each time the pruned model was timed against the base: the
+            predicted and measured latency ratios, and the predicted ratio aimed at next.
     """
 
     iteration: int = 0
     pruned_at: int | None = None
     removals: list[list[Any]] = field(default_factory=list)
     stages: dict[str, dict[str, float]] = field(default_factory=dict)
+    latency_checks: list[dict[str, float | None]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""
@@ -92,6 +103,9 @@ class Job:
         on_pruned: called once when the targets are met (evaluation, BN recalibration).
         on_step: called after every iteration's work (progress, checkpoints when due).
         save: writes a checkpoint now (when checkpointing is on).
+        latency_check: the measured latency ratio of a model to the base (rank 0 calls it);
+            None: a latency target is met on the table's prediction alone.
+        latency_rounds: how many times to prune further when the measurement misses the target.
     """
 
     model: nn.Module
@@ -115,6 +129,8 @@ class Job:
     save: Callable[[], None] = lambda: None
     state: PruneState = field(default_factory=PruneState)
     task: Task | None = None
+    latency_check: Callable[[nn.Module], float] | None = None
+    latency_rounds: int = 3
 
     # -- costs -----------------------------------------------------------------------------------
     def ratios(self) -> dict[str, float]:
@@ -170,8 +186,15 @@ class Job:
 
         Selection works on predicted costs; should the measured model still exceed a
         target (a cost the prediction misses), the cheapest chunks go one at a time
-        until the measurement agrees.
+        until the measurement agrees. A latency target is then checked by timing (see
+        :meth:`meet_measured_latency`).
         """
+        self._meet_measured_costs()
+        self.meet_measured_latency()
+        self.state.pruned_at = self.state.iteration
+        self.on_pruned(self)
+
+    def _meet_measured_costs(self) -> None:
         while not (self.targets_met() and self.measured_met()):
             if self.remove(self.scores(), max_chunks=1, beyond_targets=True) == 0:
                 r = self.ratios()
@@ -179,8 +202,35 @@ class Job:
                     "cannot reach the targets: now at " + ", ".join(f"{k} {v:.3f}" for k, v in r.items())
                     + "; raise the targets or --max-ratio, or lower --round-to"
                 )
-        self.state.pruned_at = self.state.iteration
-        self.on_pruned(self)
+
+    def meet_measured_latency(self) -> None:
+        """Time the model against the base; while it misses the latency target, prune further.
+
+        The table's error on a whole network is mostly a factor (ops it does not model
+        shrink slower than the layers it does), so a miss is corrected by aiming the
+        prediction at ``predicted × target / measured`` and removing the cheapest chunks
+        down to that, at most :attr:`latency_rounds` times. Every check is recorded in
+        :attr:`PruneState.latency_checks`; a model that still misses after the last round
+        is kept (the report says by how much).
+        """
+        target = next((t for t in self.select.targets if t.kind == LATENCY_COST), None)
+        if self.latency_check is None or target is None:
+            return
+        goal = target.ratio
+        for round_ in range(self.latency_rounds + 1):
+            predicted = self.ratios().get(LATENCY_COST)
+            measured = float(self.dist.broadcast(self.latency_check(self.graph.model) if self.dist.main else None))
+            check: dict[str, float | None] = {"iteration": self.state.iteration, "target": goal,
+                                              "predicted": _round(predicted), "measured": round(measured, 4), "aim": None}
+            self.state.latency_checks.append(check)
+            if measured <= goal or predicted is None or round_ == self.latency_rounds:
+                return
+            aim = predicted * goal / measured  # below the prediction now: the next removal takes more
+            check["aim"] = round(aim, 4)
+            self.select = replace(self.select, targets=[replace(t, ratio=aim) if t.kind == LATENCY_COST else t
+                                                        for t in self.select.targets])
+            if self.remove(self.scores()) == 0:
+                return  # nothing more can go (--max-ratio); the report shows the miss
 
     @property
     def removed_channels(self) -> int:

@@ -9,7 +9,7 @@ broadcast) and only rank 0 writes checkpoints and the artifact.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,9 @@ from typing import Any
 import torch
 
 from deploykit.atomic import check_out_dir
-from deploykit.bench.attach import attach_latency, ladders_for, latency_report
+from deploykit.bench.attach import LATENCY_TARGET, attach_latency, ladders_for, latency_report
+from deploykit.bench.predictor import LatencyModel
+from deploykit.bench.verify import LatencyCheck
 from deploykit.compression import TARGETS, CompressConfig
 from deploykit.data import ImageDataset, batches, load_dataset
 from deploykit.data.splits import with_split
@@ -157,6 +159,10 @@ def _set_rng_states(states: dict[str, torch.Tensor]) -> None:
         torch.cuda.set_rng_state(states["cuda"])
 
 
+def _only_rank0(model: torch.nn.Module) -> float:
+    raise AssertionError("only rank 0 times the model; the others receive its measurement")
+
+
 def _costs(c: Costs, top1: float | None) -> dict[str, Any]:
     d: dict[str, Any] = c.to_dict()
     if top1 is not None:
@@ -248,6 +254,8 @@ class _Run:
             b = build_model(cfg.model, weights=cfg.weights, input_shape=shape)
             return getattr(b, "traced", b.model)
 
+        if latency is not None and state.pruned_at is None:
+            job.latency_check, job.latency_rounds = self._latency_check(latency, reference, graph), cfg.latency_checks
         # The recovery step (e.g. least-squares reconstruction) runs between removal and evaluation.
         job.on_pruned = lambda j: (self.rs.recover(j, reference), self._on_pruned(j, pre))
         job.save = lambda: self._save(job, base_top1) if cfg.checkpoint_every else None
@@ -265,7 +273,7 @@ class _Run:
         pruned_costs = measure(built.traced, example)
         report = self._report(job, base_costs, pruned_costs, base_top1, final, rounding, ckpt, total)
         if latency is not None:
-            report["latency"] = latency_report(latency, cost_model)
+            report["latency"] = {**latency_report(latency, cost_model), "checks": job.state.latency_checks}
         report["seconds"] = round(time.perf_counter() - start, 2)
         if d.main:
             plan = make_plan(built, graph, criterion=cfg.criterion, ignore=cfg.ignore)
@@ -273,6 +281,21 @@ class _Run:
             save_artifact(self.out, model, plan, report, force=cfg.force or owned)
         d.barrier()
         return report
+
+    def _latency_check(self, latency: LatencyModel, reference: Callable[[], torch.nn.Module],
+                       graph: ModelGraph) -> Callable[[torch.nn.Module], float] | None:
+        """The timing of the pruned model against the unpruned one, when a latency target asks for it
+        and this machine can run the table's backend; rank 0 times, the others get its answer."""
+        cfg = self.cfg
+        if LATENCY_TARGET not in cfg.targets or cfg.latency_checks == 0:
+            return None
+        check = LatencyCheck.for_table(latency.lut.key, reference(), graph.example_input) if self.d.main else None
+        if not self.d.broadcast(check is not None):
+            k = latency.lut.key
+            self.rep.log(f"the latency table was measured with {k.backend} on {k.device}, which this machine cannot "
+                         "run: --target-latency is met on the table's prediction, not measured")
+            return None
+        return check.ratio if check is not None else _only_rank0
 
     # -- schedule callbacks ----------------------------------------------------------------------
     def _calibration(self, ds: ImageDataset | None, pre) -> Iterator[Batch]:

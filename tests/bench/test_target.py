@@ -93,3 +93,76 @@ def test_compress_to_a_latency_target_through_the_api(tmp_path, smooth_lut):
     built = deploykit.load(str(out))
     truth = nets.model_ms(built.model, built.example_input())
     assert truth == pytest.approx(lat["predicted_pruned_ms"], rel=0.02)
+
+
+def _distorted_backend(monkeypatch, base_ms: float, stuck: float) -> None:
+    """The fake backend, except that whole models carry ``stuck × base_ms`` the table cannot see:
+    pruned models are slower, relative to the base, than the table predicts."""
+
+    def model_fn(self, module, example):
+        return nets._Run(nets.model_ms(module, example, type(self).fn) + stuck * base_ms)
+
+    monkeypatch.setattr(nets.FakeTimer, "model_fn", model_fn)
+
+
+def _compress_to_latency(tmp_path, lut, name: str, checks: int) -> dict:
+    import deploykit
+
+    return deploykit.compress(model=SPEC, out=str(tmp_path / name), target_latency=0.6, criterion="l1",
+                              normalize="latency", round_to=1, lut=str(lut), evaluate_base=False, latency_checks=checks)
+
+
+def test_latency_checks_prune_on_until_the_measured_ratio_meets_the_target(tmp_path, smooth_lut, monkeypatch):
+    import deploykit
+
+    lut = tmp_path / "lut.json"
+    smooth_lut.save(lut)
+    from deploykit.zoo import build_model
+
+    built = build_model(SPEC)
+    base_ms = nets.model_ms(built.model, built.example_input())
+    _distorted_backend(monkeypatch, base_ms, stuck=0.25)
+
+    def measured(out: str) -> float:
+        m = deploykit.load(out)
+        return (nets.model_ms(m.model, m.example_input()) + 0.25 * base_ms) / (1.25 * base_ms)
+
+    trusted = _compress_to_latency(tmp_path, lut, "trusted", checks=0)
+    assert trusted["latency"]["checks"] == []
+    assert trusted["latency"]["predicted_ratio"] <= 0.6 < measured(str(tmp_path / "trusted"))  # the premise: a miss
+
+    report = _compress_to_latency(tmp_path, lut, "checked", checks=3)
+    checks = report["latency"]["checks"]
+    assert len(checks) >= 2 and checks[0]["measured"] > 0.6 and checks[0]["aim"] < checks[0]["predicted"]
+    assert checks[-1]["measured"] <= 0.6 and checks[-1]["aim"] is None
+    assert all(a["measured"] > b["measured"] for a, b in zip(checks, checks[1:]))
+    assert checks[-1]["measured"] == pytest.approx(measured(str(tmp_path / "checked")), abs=1e-3)
+    assert report["latency"]["predicted_ratio"] == pytest.approx(checks[-1]["predicted"], abs=1e-3)
+
+
+def test_latency_checks_stop_after_the_rounds_given(tmp_path, smooth_lut, monkeypatch):
+    lut = tmp_path / "lut.json"
+    smooth_lut.save(lut)
+    from deploykit.zoo import build_model
+
+    built = build_model(SPEC)
+    _distorted_backend(monkeypatch, nets.model_ms(built.model, built.example_input()), stuck=2.0)
+    checks = _compress_to_latency(tmp_path, lut, "one", checks=1)["latency"]["checks"]
+    assert len(checks) == 2 and checks[0]["aim"] is not None and checks[-1]["aim"] is None  # timed, pruned, timed
+    assert checks[-1]["measured"] > 0.6  # a miss the rounds could not close is reported, not hidden
+
+
+def test_latency_check_needs_the_tables_backend_and_device(smooth_lut):
+    from deploykit.bench.verify import LatencyCheck
+    from deploykit.bench.variants import prune_to_widths
+    from deploykit.zoo import build_model
+
+    built = build_model(SPEC)
+    model, x = built.model, built.example_input()
+    key = smooth_lut.key
+    assert LatencyCheck.for_table(key.model_copy(update={"device": "Jetson Orin"}), model, x) is None
+    assert LatencyCheck.for_table(key.model_copy(update={"backend": "trt-on-another-machine"}), model, x) is None
+    check = LatencyCheck.for_table(key, model, x)
+    assert check is not None and check.ratio(model) == pytest.approx(1.0)
+    half = prune_to_widths(model, x, {"pw": 8, "conv1": 8})
+    assert check.ratio(half) == pytest.approx(nets.model_ms(half, x) / nets.model_ms(model, x))

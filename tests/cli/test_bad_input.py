@@ -33,6 +33,7 @@ def compress_args(out, *extra):
         (compress_args("{out}", "--data", "mnist:/x"), "unknown data spec 'mnist:/x'; valid: cifar10:DIR"),
         (compress_args("{out}", "--data", "cifar10:/nonexistent"), "no cifar10_train_lossless_*.npz shards in /nonexistent"),
         (compress_args("{out}", "--normalize", "bytes"), "unknown normalization 'bytes'"),
+        (compress_args("{out}", "--latency-checks", "-1"), "--latency-checks -1: Input should be greater than or equal to 0"),
         (["compress", "cifar:resnet20", "--target-macs", "0.5", "--out", "{out}"], "criterion 'fisher' needs calibration data"),
         (compress_args("{out}", "--weights", "{tmp}/missing.th"), "missing.th does not exist"),
         (compress_args("{out}", "--input-shape", "1x1x32x32"), "rejects input shape 1x1x32x32"),

@@ -1,0 +1,69 @@
+"""The pruned model timed against the base on the backend a latency table was measured on.
+
+A table predicts; only a measurement says whether ``--target-latency`` was met. A
+:class:`LatencyCheck` is made from the unpruned model (its timing callable is a
+snapshot: ONNX Runtime's is built from exported bytes, the others from a copy), and
+:meth:`LatencyCheck.ratio` times any later state of the model against it in the same
+interleaved rounds, so load on a shared machine hits both alike and cancels in the
+ratio. It exists only where this machine can run the table's backend on the table's
+device: a table measured on a Jetson predicts, and nothing here can check it.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from deploykit.bench.lut import LutKey
+from deploykit.bench.timers import TIMERS, Timer, TimingConfig, get_timer
+
+
+@dataclass
+class LatencyCheck:
+    """Times a model against the base snapshot taken when the check was made.
+
+    Attributes:
+        timer: the backend's timer, set like the table (batch, threads, precision).
+        base_fn: runs the base model once.
+        example: an input batch of the model's shape.
+        runs: timed rounds per check (interleaved; the median of each side is compared).
+        warmup: untimed rounds first.
+    """
+
+    timer: Timer
+    base_fn: Any
+    example: torch.Tensor
+    runs: int = 30
+    warmup: int = 5
+
+    @classmethod
+    def for_table(cls, key: LutKey, model: nn.Module, example: torch.Tensor, runs: int = 30) -> LatencyCheck | None:
+        """A check on the table's backend, or None when this machine cannot run it as the table did."""
+        if key.backend not in TIMERS:
+            return None
+        timer = get_timer(key.backend, TimingConfig(batch=key.batch, threads=key.threads, precision=key.precision))
+        if timer.device() != key.device:
+            return None
+        return cls(timer, timer.model_fn(_snapshot(model), example.cpu()), example.cpu(), runs)
+
+    def ratio(self, model: nn.Module) -> float:
+        """Median latency of ``model`` over the base's, both timed in the same rounds."""
+        fns = {"base": self.base_fn, "now": self.timer.model_fn(_snapshot(model), self.example)}
+        times = self.timer.time_models(fns, self.runs, self.warmup)
+        return statistics.median(times["now"]) / statistics.median(times["base"])
+
+
+def _snapshot(model: nn.Module) -> nn.Module:
+    """An eval-mode CPU copy without hooks: the model may be training on a GPU, is pruned in place
+    later, and may carry a criterion's hooks, which have no business in a timed run."""
+    snap = copy.deepcopy(model).cpu().eval()
+    for m in snap.modules():
+        m._forward_hooks.clear()
+        m._forward_pre_hooks.clear()
+        m._backward_hooks.clear()
+    return snap
