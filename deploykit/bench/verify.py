@@ -21,6 +21,7 @@ from torch import nn
 
 from deploykit.bench.lut import LutKey
 from deploykit.bench.timers import TIMERS, Timer, TimingConfig, get_timer
+from deploykit.progress import Task
 
 
 @dataclass
@@ -51,10 +52,11 @@ class LatencyCheck:
             return None
         return cls(timer, timer.model_fn(_snapshot(model), example.cpu()), example.cpu(), runs)
 
-    def ratio(self, model: nn.Module) -> float:
-        """Median latency of ``model`` over the base's, both timed in the same rounds."""
+    def ratio(self, model: nn.Module, task: Task | None = None) -> float:
+        """Median latency of ``model`` over the base's, both timed in the same rounds (``task``
+        advances once a round)."""
         fns = {"base": self.base_fn, "now": self.timer.model_fn(_snapshot(model), self.example)}
-        times = self.timer.time_models(fns, self.runs, self.warmup)
+        times = self.timer.time_models(fns, self.runs, self.warmup, task)
         return statistics.median(times["now"]) / statistics.median(times["base"])
 
 

@@ -295,7 +295,16 @@ class _Run:
             self.rep.log(f"the latency table was measured with {k.backend} on {k.device}, which this machine cannot "
                          "run: --target-latency is met on the table's prediction, not measured")
             return None
-        return check.ratio if check is not None else _only_rank0
+        if check is None:
+            return _only_rank0
+
+        def timed(model: torch.nn.Module) -> float:
+            with self.rep.task("timing the pruned model against the base", check.runs) as task:
+                ratio = check.ratio(model, task)
+            self.rep.log(f"measured latency {ratio:.3f} of the base (target {cfg.targets[LATENCY_TARGET]})")
+            return ratio
+
+        return timed
 
     # -- schedule callbacks ----------------------------------------------------------------------
     def _calibration(self, ds: ImageDataset | None, pre) -> Iterator[Batch]:
