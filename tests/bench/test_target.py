@@ -166,3 +166,21 @@ def test_latency_check_needs_the_tables_backend_and_device(smooth_lut):
     assert check is not None and check.ratio(model) == pytest.approx(1.0)
     half = prune_to_widths(model, x, {"pw": 8, "conv1": 8})
     assert check.ratio(half) == pytest.approx(nets.model_ms(half, x) / nets.model_ms(model, x))
+
+
+def test_cli_prints_the_measured_latency_ratio(tmp_path, smooth_lut, monkeypatch, capsys):
+    from deploykit.cli.main import main as cli
+    from deploykit.zoo import build_model
+
+    lut = tmp_path / "lut.json"
+    smooth_lut.save(lut)
+    built = build_model(SPEC)
+    _distorted_backend(monkeypatch, nets.model_ms(built.model, built.example_input()), stuck=0.25)
+    out = tmp_path / "art"
+    rc = cli(["compress", SPEC, "--target-latency", "0.6", "--normalize", "latency", "--round-to", "1",
+              "--criterion", "l1", "--lut", str(lut), "--out", str(out)])
+    printed = capsys.readouterr().out
+    checks = json.loads((out / "report.json").read_text())["latency"]["checks"]
+    assert rc == 0 and len(checks) > 1
+    assert f"measured latency {checks[-1]['measured']:.3f} of the base (target 0.6" in printed
+    assert f"after {len(checks)} timing(s)" in printed
