@@ -68,7 +68,8 @@ class PruneState:
         pruned_at: the iteration at which every target was met (None: still pruning).
         removals: ``[iteration, group id, original channel indices]`` per removal, in order.
         stages: top-1 by stage (``after_pruning``, ``after_bn_recalibration``) and data spec.
-        latency_checks: each time the pruned model was timed against the base: the
+        latency_checks: each time the pruned model was timed against the base: why
+            (``progress`` while pruning, ``met`` when the prediction met the targets), the
             predicted and measured latency ratios, and the predicted ratio aimed at next.
     """
 
@@ -76,7 +77,7 @@ class PruneState:
     pruned_at: int | None = None
     removals: list[list[Any]] = field(default_factory=list)
     stages: dict[str, dict[str, float]] = field(default_factory=dict)
-    latency_checks: list[dict[str, float | None]] = field(default_factory=list)
+    latency_checks: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""
@@ -186,11 +187,14 @@ class Job:
 
         Selection works on predicted costs; should the measured model still exceed a
         target (a cost the prediction misses), the cheapest chunks go one at a time
-        until the measurement agrees. A latency target is then checked by timing (see
-        :meth:`meet_measured_latency`).
+        until the measurement agrees. A latency target is checked by timing
+        (:meth:`latency_missed`); a schedule that has not done so itself removes the
+        criterion's cheapest chunks here for every miss.
         """
         self._meet_measured_costs()
-        self.meet_measured_latency()
+        while self.latency_missed():
+            if self.remove(self.scores()) == 0:
+                break  # nothing more can go (--max-ratio); the report shows the miss
         self.state.pruned_at = self.state.iteration
         self.on_pruned(self)
 
@@ -203,34 +207,56 @@ class Job:
                     + "; raise the targets or --max-ratio, or lower --round-to"
                 )
 
-    def meet_measured_latency(self) -> None:
-        """Time the model against the base; while it misses the latency target, prune further.
+    def latency_missed(self) -> bool:
+        """Time the model against the base; on a miss of the latency target, aim the prediction lower.
 
-        The table's error on a whole network is mostly a factor (ops it does not model
-        shrink slower than the layers it does), so a miss is corrected by aiming the
-        prediction at ``predicted × target / measured`` and removing the cheapest chunks
-        down to that, at most :attr:`latency_rounds` times. Every check is recorded in
-        :attr:`PruneState.latency_checks`; a model that still misses after the last round
-        is kept (the report says by how much).
+        Call it when the predicted costs meet the targets. The table's error on a whole
+        network is mostly a factor (ops it does not model shrink slower than the layers it
+        does), so a miss sets the latency target of the selection to ``predicted × target /
+        measured``: the schedule then removes more, as it removes anything (the one-shot
+        scores, or progressively while training), and calls this again. True means "prune
+        on"; False means the target is met, or :attr:`latency_rounds` aims are spent, or
+        there is nothing to check. Every timing is in :attr:`PruneState.latency_checks`; a
+        model that still misses after the last round is kept and the report says by how much.
         """
-        target = next((t for t in self.select.targets if t.kind == LATENCY_COST), None)
-        if self.latency_check is None or target is None:
+        checks = self.state.latency_checks
+        if not self._latency_checkable() or (checks and checks[-1]["aim"] is None):
+            return False  # nothing to check, or concluded (the last timing aimed at nothing further)
+        rounds = sum(1 for c in checks if c["why"] == "met")
+        return self._time_and_aim("met", final=rounds >= self.latency_rounds)
+
+    def reaim_latency(self, step: float = 0.1) -> None:
+        """While pruning gradually: time the model each time its predicted latency has fallen by
+        another ``step`` of the base, and aim the prediction where the measurement puts the target,
+        so that the miss left when the prediction is met (removed in one go) is small."""
+        if not self._latency_checkable():
             return
-        goal = target.ratio
-        for round_ in range(self.latency_rounds + 1):
-            predicted = self.ratios().get(LATENCY_COST)
-            measured = float(self.dist.broadcast(self.latency_check(self.graph.model) if self.dist.main else None))
-            check: dict[str, float | None] = {"iteration": self.state.iteration, "target": goal,
-                                              "predicted": _round(predicted), "measured": round(measured, 4), "aim": None}
-            self.state.latency_checks.append(check)
-            if measured <= goal or predicted is None or round_ == self.latency_rounds:
-                return
-            aim = predicted * goal / measured  # below the prediction now: the next removal takes more
-            check["aim"] = round(aim, 4)
-            self.select = replace(self.select, targets=[replace(t, ratio=aim) if t.kind == LATENCY_COST else t
-                                                        for t in self.select.targets])
-            if self.remove(self.scores()) == 0:
-                return  # nothing more can go (--max-ratio); the report shows the miss
+        predicted = self.ratios().get(LATENCY_COST)
+        last = min((c["predicted"] for c in self.state.latency_checks if c["predicted"] is not None), default=1.0)
+        if predicted is not None and predicted <= last - step:
+            self._time_and_aim("progress", final=False)
+
+    def _latency_checkable(self) -> bool:
+        return self.latency_check is not None and any(t.kind == LATENCY_COST for t in self.select.targets)
+
+    def _time_and_aim(self, why: str, final: bool) -> bool:
+        """Time the model, record it, and aim the latency target; True when the aim moved below the
+        prediction (more must go)."""
+        checks = self.state.latency_checks
+        target = next(t for t in self.select.targets if t.kind == LATENCY_COST)
+        goal = float(checks[0]["target"]) if checks else target.ratio  # the user's, not an aim
+        predicted = self.ratios().get(LATENCY_COST)
+        measured = float(self.dist.broadcast(self.latency_check(self.graph.model) if self.dist.main else None))
+        check: dict[str, Any] = {"iteration": self.state.iteration, "why": why, "target": goal,
+                                 "predicted": _round(predicted), "measured": round(measured, 4), "aim": None}
+        checks.append(check)
+        if predicted is None or final or (why == "met" and measured <= goal):
+            return False
+        aim = min(goal, predicted * goal / measured)  # never above the user's target
+        check["aim"] = round(aim, 4)
+        self.select = replace(self.select, targets=[replace(t, ratio=aim) if t.kind == LATENCY_COST else t
+                                                    for t in self.select.targets])
+        return why == "met"
 
     @property
     def removed_channels(self) -> int:

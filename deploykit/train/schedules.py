@@ -52,7 +52,11 @@ class OneShot:
     def run(self, job: Job) -> None:
         if job.state.pruned_at is None:
             calib = job.calibration() if job.criterion.requires_data and job.calibration is not None else None
-            job.remove(score_groups(job.criterion, job.scoring, calib))
+            scores = score_groups(job.criterion, job.scoring, calib)
+            job.remove(scores)
+            while job.latency_missed():  # measured slower than predicted: more of the same ranking goes
+                if job.remove(scores) == 0:
+                    break
             job.pruning_done()
             job.save()  # a checkpoint here spares a resumed run the calibration
         job.finetune(lambda it: cosine_lr(it, job.total, job.lr))
@@ -66,7 +70,7 @@ class Progressive:
 
     def run(self, job: Job) -> None:
         while job.state.pruned_at is None:
-            if job.targets_met():
+            if self.done(job):
                 job.pruning_done()
                 break
             loss = job.train_step(job.lr, observe=True)
@@ -74,11 +78,18 @@ class Progressive:
                 scores = job.scores()
                 removed = job.remove(scores, max_chunks=self.chunks(job, scores))
                 job.criterion.reset()
-                if removed == 0 or job.targets_met():
+                job.reaim_latency()
+                if removed == 0 or self.done(job):
                     job.pruning_done()  # raises when nothing is left to remove and a target is unmet
             job.on_step(job, loss)
         start = job.state.pruned_at or 0
         job.finetune(lambda it: cosine_lr(it - start, job.total - start, job.lr))
+
+    @staticmethod
+    def done(job: Job) -> bool:
+        """The predicted costs meet the targets and, where latency is timed, so does the measurement
+        (a miss lowers the latency aim and pruning goes on, one removal per interval as before)."""
+        return job.targets_met() and not job.latency_missed()
 
     @staticmethod
     def chunks(job: Job, scores: dict) -> int:

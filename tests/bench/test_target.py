@@ -184,3 +184,27 @@ def test_cli_prints_the_measured_latency_ratio(tmp_path, smooth_lut, monkeypatch
     assert rc == 0 and len(checks) > 1
     assert f"measured latency {checks[-1]['measured']:.3f} of the base (target 0.6" in printed
     assert f"after {len(checks)} timing(s)" in printed
+
+
+def test_progressive_pruning_times_the_model_on_the_way_and_meets_the_measured_target(tmp_path, monkeypatch,
+                                                                                       digits_model):
+    import deploykit
+    from deploykit.bench.profile import Profiler
+    from deploykit.graph.costs import CostModel
+    from deploykit.graph.groups import ModelGraph
+    from tests.bench.conftest import fake_config
+
+    spec = "digits:demo"
+    x = digits_model.example_input()
+    lut = tmp_path / "lut.json"
+    Profiler(CostModel(ModelGraph(digits_model.traced, x)), spec, fake_config(scan=0)).run().save(lut)
+    _distorted_backend(monkeypatch, nets.model_ms(digits_model.model, x), stuck=0.25)
+    r = deploykit.compress(model=spec, out=str(tmp_path / "p"), data="digits", target_latency=0.6, criterion="l1",
+                           normalize="latency", schedule="progressive", interval=1, finetune_epochs=1.0, batch_size=32,
+                           bn_batches=2, round_to=1, lut=str(lut), evaluate_base=False)
+    checks = r["latency"]["checks"]
+    progress = [c for c in checks if c["why"] == "progress"]
+    assert progress and all(c["aim"] <= 0.6 for c in progress)  # aimed while pruning, below the user's target
+    assert [c["why"] for c in checks][-1] == "met" and checks[-1]["measured"] <= 0.6
+    assert all(a["iteration"] <= b["iteration"] for a, b in zip(checks, checks[1:]))
+    assert r["iterations"]["pruning"] >= checks[-1]["iteration"]
