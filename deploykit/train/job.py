@@ -39,10 +39,6 @@ _NEVER_MET = Target("macs", -1.0)
 LATENCY_COST = TARGETS.get(LATENCY_TARGET).cost
 
 
-def _round(v: float | None, digits: int = 4) -> float | None:
-    return None if v is None else round(v, digits)
-
-
 @runtime_checkable
 class ObservesTraining(Protocol):
     """A criterion that accumulates from the training step's own forward and backward pass."""
@@ -182,18 +178,18 @@ class Job:
         sel = select_global(self.cost_model, scores, self.select, comparable=self.comparable)
         return math.ceil(sum(len(v) for v in sel.remove.values()) / max(1, self.select.round_to))
 
-    def pruning_done(self) -> None:
+    def pruning_done(self, scores: dict[str, torch.Tensor] | None = None) -> None:
         """Record that the targets are met at the current iteration and run :attr:`on_pruned`.
 
         Selection works on predicted costs; should the measured model still exceed a
         target (a cost the prediction misses), the cheapest chunks go one at a time
         until the measurement agrees. A latency target is checked by timing
-        (:meth:`latency_missed`); a schedule that has not done so itself removes the
-        criterion's cheapest chunks here for every miss.
+        (:meth:`latency_missed`); for every miss the cheapest chunks under ``scores``
+        (a one-shot schedule's own ranking; default: the criterion's current scores) go.
         """
         self._meet_measured_costs()
         while self.latency_missed():
-            if self.remove(self.scores()) == 0:
+            if self.remove(scores if scores is not None else self.scores()) == 0:
                 break  # nothing more can go (--max-ratio); the report shows the miss
         self.state.pruned_at = self.state.iteration
         self.on_pruned(self)
@@ -248,7 +244,7 @@ class Job:
         predicted = self.ratios().get(LATENCY_COST)
         measured = float(self.dist.broadcast(self.latency_check(self.graph.model) if self.dist.main else None))
         check: dict[str, Any] = {"iteration": self.state.iteration, "why": why, "target": goal,
-                                 "predicted": _round(predicted), "measured": round(measured, 4), "aim": None}
+                                 "predicted": None if predicted is None else round(predicted, 4), "measured": round(measured, 4), "aim": None}
         checks.append(check)
         if predicted is None or final or (why == "met" and measured <= goal):
             return False

@@ -59,10 +59,7 @@ class OneShot:
             calib = job.calibration() if job.criterion.requires_data and job.calibration is not None else None
             scores = score_groups(job.criterion, job.scoring, calib)
             job.remove(scores)
-            while job.latency_missed():  # measured slower than predicted: more of the same ranking goes
-                if job.remove(scores) == 0:
-                    break
-            job.pruning_done()
+            job.pruning_done(scores)  # measured slower than predicted: more of the same ranking goes
             job.save()  # a checkpoint here spares a resumed run the calibration
         job.finetune(lambda it: cosine_lr(it, job.total, job.lr))
 
