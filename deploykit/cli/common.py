@@ -10,14 +10,21 @@ from typing import Any
 
 import click
 
-from deploykit.atomic import write_json
+from deploykit.atomic import check_writable, write_json
 
 F = Callable[..., Any]
 
 
+def _writable_json(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    # Checked while parsing, so an unwritable --json fails before any work, not after it.
+    if value is not None:
+        check_writable(value, "--json")
+    return value
+
+
 def json_option(f: F) -> F:
-    """``--json PATH``: write the machine-readable result there."""
-    return click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
+    """``--json PATH``: write the machine-readable result there (its place is checked before any work)."""
+    return click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), callback=_writable_json,
                         help="Write the machine-readable result to this file.")(f)
 
 
