@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from deploykit.data import ImageDataset, batches
+from deploykit.data import ImageDataset, batches, check_compatible, model_classes
 from deploykit.zoo.base import Preprocess
 
 
@@ -14,6 +14,7 @@ def evaluate_onnx(path: str, ds: ImageDataset, batch_size: int = 256) -> float:
 
     pre = Preprocess.from_dict(read_sidecar(path)["preprocess"])
     sess = ort_session(path)
+    check_compatible(model_classes(sess), pre, ds)
     correct = 0
     for x, y in batches(ds, pre, batch_size):
         logits = sess.run(None, {INPUT_NAME: x.numpy()})[0]
@@ -30,6 +31,7 @@ def evaluate_any(model: str, ds: ImageDataset, weights: str | None = None, input
 
     built = build_model(model, weights=weights, input_shape=parse_shape(input_shape) if input_shape else None)
     check_input(built)
+    check_compatible(model_classes(built.model, built.example_input()), built.preprocess, ds)
     return evaluate(built.model, ds, built.preprocess)
 
 
@@ -44,6 +46,7 @@ def evaluate_runner(path: str, ds: ImageDataset, backend: str, batch_size: int =
     p = Path(path)
     side_of = p if p.suffix in (".engine", ".plan") else onnx_path_of(p)
     pre = Preprocess.from_dict(read_sidecar(side_of)["preprocess"])
+    check_compatible(None, pre, ds)
     correct = 0
     with load_runner(path, backend=backend) as runner:
         for x, y in batches(ds, pre, batch_size):

@@ -11,16 +11,18 @@ def with_split(spec: str, split: str) -> str:
 
     ``digits`` → ``digits:train``; ``cifar10:DIR:test:jpeg75`` → ``cifar10:DIR:train:jpeg75``;
     ``imagefolder:DIR`` is returned as is (one folder, no splits). A spec whose
-    split field holds something else is returned unchanged, for the loader to reject.
+    split field holds something else, or with extra fields, is returned unchanged,
+    for the loader to reject.
     """
     kind, *args = spec.split(":")
     if kind == "digits":
-        return f"digits:{split}" if not args or args[0] in SPLITS else spec
+        # Extra fields stay, so the loader refuses them instead of this silently dropping them.
+        return f"digits:{split}" if not args or (len(args) == 1 and args[0] in SPLITS) else spec
     if kind == "cifar10" and args:
         rest = args[1:]
         if rest and rest[0] in SPLITS:
             rest = rest[1:]
-        elif rest and rest[0] not in CIFAR_VARIANTS:
+        if len(rest) > 1 or (rest and rest[0] not in CIFAR_VARIANTS):
             return spec
         return ":".join(["cifar10", args[0], split, *rest])
     return spec

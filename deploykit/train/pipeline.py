@@ -21,7 +21,7 @@ from deploykit.bench.attach import LATENCY_TARGET, attach_latency, ladders_for, 
 from deploykit.bench.predictor import LatencyModel
 from deploykit.bench.verify import LatencyCheck
 from deploykit.compression import TARGETS, CompressConfig
-from deploykit.data import ImageDataset, batches, load_dataset
+from deploykit.data import ImageDataset, batches, check_compatible, load_dataset, model_classes
 from deploykit.data.splits import with_split
 from deploykit.errors import DeployKitError
 from deploykit.graph.costs import CostModel, Costs, measure
@@ -200,6 +200,7 @@ class _Run:
         built = build_model(cfg.model, weights=cfg.weights, input_shape=shape)
         check_input(built)
         model, pre = built.model, built.preprocess
+        check_compatible(model_classes(model, built.example_input()), pre, self.data.train, *self.data.evals.values())
         example = built.example_input()
         graph = ModelGraph(built.traced, example, ignore=cfg.ignore)
         cost_model = CostModel(graph)
