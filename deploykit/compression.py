@@ -39,6 +39,32 @@ TARGETS.register("latency", TargetKind("latency_ms", "latency predicted by the p
                                                      "measured on ONNX Runtime CPU and cached on first use)"))
 
 
+MAX_FINETUNE_EPOCHS = 1000  # --finetune-epochs upper bound
+
+
+def check_device(device: str) -> str:
+    """``cpu``, ``cuda`` or ``cuda:N`` with a GPU N on this machine.
+
+    Raises:
+        DeployKitError: one line naming the valid devices and whether CUDA is available.
+    """
+    if device == "cpu":
+        return device
+    kind, colon, index = device.partition(":")
+    well_formed = kind == "cuda" and (not colon or index.isdigit())
+    import torch
+
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    gpus = f"CUDA is available with {n} GPU(s): cuda:0..cuda:{n - 1}" if n else "CUDA is not available on this machine"
+    if not well_formed:
+        raise DeployKitError(f"--device {device!r} is not a device; valid: cpu, cuda, cuda:N ({gpus})")
+    if not n:
+        raise DeployKitError(f"--device {device!r}: {gpus}; valid here: cpu")
+    if index and int(index) >= n:
+        raise DeployKitError(f"--device {device!r}: no such GPU ({gpus}); valid: cpu, cuda, cuda:0..cuda:{n - 1}")
+    return device
+
+
 class CompressConfig(StrictConfig):
     """Settings of one compress run (the CLI flags, by name).
 
@@ -54,23 +80,25 @@ class CompressConfig(StrictConfig):
     round_to: int | Literal["auto"] = 8
     lut: str | None = None
     latency_checks: int = Field(3, ge=0)
-    max_ratio: float = Field(0.9, gt=0, lt=1)
+    max_ratio: float = Field(0.9, gt=0, lt=1, allow_inf_nan=False)
     schedule: str = "oneshot"
     recover: str | None = None
     interval: int = Field(10, ge=1)
     channels_per_step: int = Field(1, ge=1)
-    prune_within: float | None = Field(None, gt=0, le=1)
+    prune_within: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)
     data: str | None = None
     eval_data: list[str] = []
     calib_batches: int = Field(8, ge=1)
     batch_size: int = Field(64, ge=1)
-    finetune_epochs: float = Field(0.0, ge=0)
-    lr: float = Field(0.01, gt=0)
+    # Floats are finite (inf epochs overflowed in the schedule, nan passed every bound) and
+    # the budget is bounded: more than MAX_FINETUNE_EPOCHS is a typo, not a plan.
+    finetune_epochs: float = Field(0.0, ge=0, le=MAX_FINETUNE_EPOCHS, allow_inf_nan=False)
+    lr: float = Field(0.01, gt=0, allow_inf_nan=False)
     optimizer: str = "sgd"
-    weight_decay: float = Field(5e-4, ge=0)
+    weight_decay: float = Field(5e-4, ge=0, allow_inf_nan=False)
     kd: bool = False
-    kd_alpha: float = Field(0.5, ge=0, le=1)
-    kd_temperature: float = Field(4.0, gt=0)
+    kd_alpha: float = Field(0.5, ge=0, le=1, allow_inf_nan=False)
+    kd_temperature: float = Field(4.0, gt=0, allow_inf_nan=False)
     bn_batches: int = Field(20, ge=0)
     checkpoint_every: int = Field(0, ge=0)
     resume: bool = False
@@ -126,9 +154,7 @@ class CompressConfig(StrictConfig):
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
-        if v != "cpu" and not v.startswith("cuda"):
-            raise DeployKitError(f"--device {v!r}: valid: cpu, cuda, cuda:N")
-        return v
+        return check_device(v)
 
 
 def compress(reporter: Reporter | None = None, **kwargs: Any) -> dict[str, Any]:
