@@ -107,15 +107,15 @@ def _choice(value: str, options: tuple[str, ...], what: str, spec: str) -> str:
 
 # -- .npz shards ---------------------------------------------------------------------------------
 
-SHARD_FORM = "an .npz (as numpy.savez writes) of x: uint8 N×H×W×C images (C 1 or 3) and y: N integer labels"
+SHARD_FORM = "an .npz (as numpy.savez writes) of x: uint8 N×H×W×C images with C 1 or 3, and y: N integer labels"
 # What reading a damaged zip or .npy header can raise: all mean "this file is not a readable shard".
 # (RuntimeError covers encrypted members and NotImplementedError's unsupported compression.)
 _READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, RuntimeError, struct.error,
                 OverflowError, SyntaxError)
 
 
-def _bad_shard(path: Path, what: str) -> DeployKitError:
-    return DeployKitError(f"{path}: {what}; want {SHARD_FORM}")
+def _bad_shard(path: Path, what: str, valid: str = SHARD_FORM) -> DeployKitError:
+    return DeployKitError(f"{path}: {what}; valid: {valid}")
 
 
 def _first_line(e: BaseException) -> str:
@@ -196,7 +196,7 @@ def _check_dtype(dtype: np.dtype, key: str, path: Path) -> None:
 def _check_images(x: np.ndarray, path: Path) -> None:
     shape = "×".join(map(str, x.shape)) or "a scalar"
     if x.ndim != 4:
-        raise _bad_shard(path, f"images x have shape {shape}; want N×H×W×C")
+        raise _bad_shard(path, f"images x have shape {shape}, not N×H×W×C")
     if x.shape[-1] not in (1, 3):
         hint = " (it looks like N×C×H×W: use x.transpose(0, 2, 3, 1))" if x.shape[1] in (1, 3) else ""
         raise _bad_shard(path, f"images x have shape {shape}: {x.shape[-1]} channels{hint}")
@@ -208,14 +208,14 @@ def _check_images(x: np.ndarray, path: Path) -> None:
 
 def _check_labels(y: np.ndarray, n: int, path: Path, num_classes: int | None) -> None:
     if y.ndim != 1:
-        raise _bad_shard(path, f"labels y have shape {'×'.join(map(str, y.shape)) or 'a scalar'}; want one label per image")
+        raise _bad_shard(path, f"labels y have shape {'×'.join(map(str, y.shape)) or 'a scalar'}, not N (one per image)")
     if len(y) != n:
-        raise _bad_shard(path, f"{len(y)} labels y for {n} images x; want one label per image")
+        raise _bad_shard(path, f"{len(y)} labels y for {n} images x (one label per image)")
     low, high = int(y.min()), int(y.max())
     if low < 0 or (num_classes is not None and high >= num_classes):
         bad = low if low < 0 else high
-        valid = f"0..{num_classes - 1}" if num_classes is not None else ">= 0"
-        raise _bad_shard(path, f"label {bad} is out of range (valid: {valid})")
+        valid = f"labels 0..{num_classes - 1}" if num_classes is not None else "labels >= 0"
+        raise _bad_shard(path, f"label {bad} is out of range", valid)
 
 
 @data_source("cifar10", "cifar10:DIR[:train|test][:lossless|jpeg75]", 3)
