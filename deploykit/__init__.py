@@ -25,11 +25,15 @@ def compress(**kwargs: Any) -> dict[str, Any]:
     return _compress(**kwargs)
 
 
-def load(path: str):
-    """Rebuild a pruned artifact (plan.json + model.safetensors) without unpickling."""
+def load(path: str, trust_factory: bool = False):
+    """Rebuild a pruned artifact (plan.json + model.safetensors) without unpickling.
+
+    ``trust_factory=True`` lets plan.json name a ``module:function`` factory, which imports
+    and runs that code; registered families (``cifar:``, ``torchvision:``, ...) need no opt-in.
+    """
     from deploykit.prune.artifact import load_artifact
 
-    return load_artifact(path)
+    return load_artifact(path, trust_factory=trust_factory)
 
 
 def build_model(spec: str, **kwargs: Any):

@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 
 from deploykit.errors import DeployKitError
-from deploykit.export.onnx import INPUT_NAME, OUTPUT_NAME, read_sidecar
+from deploykit.export.onnx import INPUT_NAME, OUTPUT_NAME, read_sidecar, sidecar_path
 from deploykit.runtime.base import BACKEND_NAMES, Runner, auto_backend, load_runner
-from deploykit.zoo.base import Preprocess
+from deploykit.zoo.base import Preprocess, check_labels
 
 
 @dataclass(frozen=True)
@@ -52,18 +52,51 @@ class Prediction:
 
 
 def model_config(path: str | Path) -> dict[str, Any]:
-    """Preprocessing, labels and I/O names stored with the model at ``path``."""
+    """Preprocessing, labels and I/O names stored with the model at ``path``, validated.
+
+    An artifact's ``plan.json`` is read through the plan schema, a sidecar through the
+    sidecar schema; labels that do not match an ONNX model's output width are refused here
+    rather than failing (or mislabelling) at predict time.
+
+    Raises:
+        DeployKitError: one line naming the file and what is wrong with it.
+    """
     p = Path(path)
     if p.is_dir() and (p / "plan.json").is_file():
-        plan = json.loads((p / "plan.json").read_text())
+        from deploykit.prune.artifact import read_plan
+
+        plan = read_plan(p)
         return {"preprocess": plan["preprocess"], "labels": plan.get("labels"), "input": INPUT_NAME, "output": OUTPUT_NAME}
     if p.is_dir() and (p / "model.onnx").is_file():
-        return read_sidecar(p / "model.onnx")
+        return _sidecar_config(p / "model.onnx")
     if p.suffix in (".onnx", ".engine", ".plan"):
         if not p.is_file():
             raise DeployKitError(f"model file {path} does not exist")
-        return read_sidecar(p)
+        return _sidecar_config(p)
     raise DeployKitError(f"{path} is not an .onnx or .engine file, a bundle directory or an artifact directory")
+
+
+def _sidecar_config(model_file: Path) -> dict[str, Any]:
+    """The validated sidecar of ``model_file``, its labels checked against an ONNX model's outputs."""
+    side = read_sidecar(model_file)
+    if side["task"] == "classification" and model_file.suffix == ".onnx":
+        check_labels(side.get("labels"), _onnx_output_width(model_file, side["output"]), str(sidecar_path(model_file)))
+    return side
+
+
+def _onnx_output_width(path: Path, name: str) -> int | None:
+    """The static width of a ``[batch, classes]`` ONNX output (None when unknown)."""
+    import onnx
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - an unreadable model is reported by the runner that loads it
+        return None
+    for out in proto.graph.output:
+        dims = out.type.tensor_type.shape.dim
+        if out.name == name and len(dims) == 2 and dims[1].HasField("dim_value"):
+            return int(dims[1].dim_value)
+    return None
 
 
 class Engine:
@@ -79,10 +112,13 @@ class Engine:
         max_batch: largest batch sent to the runner at once (TensorRT engines are built
             for 1..8 by default).
         threads: ONNX Runtime intra-op threads.
+        trust_factory: let an artifact's plan.json name a ``module:function`` factory
+            (it imports and runs that code); registered families need no opt-in.
     """
 
     def __init__(self, path: str | Path, backend: str = "auto", *, color: str = "RGB", letterbox: bool = False,
-                 pad_value: float = 114.0, top_k: int = 5, max_batch: int | None = None, threads: int | None = None) -> None:
+                 pad_value: float = 114.0, top_k: int = 5, max_batch: int | None = None, threads: int | None = None,
+                 trust_factory: bool = False) -> None:
         if backend not in BACKEND_NAMES:
             raise DeployKitError(f"unknown backend {backend!r}; valid: {', '.join(BACKEND_NAMES)}")
         if color not in ("RGB", "BGR"):
@@ -94,7 +130,10 @@ class Engine:
         self.input_name, self.output_name = cfg.get("input", INPUT_NAME), cfg.get("output", OUTPUT_NAME)
         self.backend = auto_backend(self.path) if backend == "auto" else backend
         kwargs: dict[str, Any] = {"threads": threads} if self.backend == "ort" and threads else {}
-        self.runner: Runner = load_runner(self.path, backend=self.backend, **kwargs).activate()
+        from deploykit.zoo import trusting_factories
+
+        with trusting_factories(trust_factory):  # the torch runner rebuilds an artifact from its plan
+            self.runner: Runner = load_runner(self.path, backend=self.backend, **kwargs).activate()
         self.max_batch = max_batch or (8 if self.backend == "trt" else None)
         self.color, self.letterbox, self.pad_value, self.top_k = color, letterbox, pad_value, top_k
         self.kernels = self._kernels()

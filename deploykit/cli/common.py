@@ -29,7 +29,11 @@ def json_option(f: F) -> F:
 
 
 def model_options(f: F) -> F:
-    """``--weights`` and ``--input-shape``."""
+    """``--weights``, ``--input-shape`` and ``--trust-factory``."""
+    f = click.option("--trust-factory", is_flag=True,
+                     help="Let an artifact's plan.json name a package.module:function factory: deploykit imports and "
+                     "runs that code. Only for artifacts you trust; registered families (cifar:, torchvision:, ...) "
+                     "never need it, and a factory you name as MODEL yourself runs without it.")(f)
     f = click.option("--input-shape", help="Example input shape, e.g. 1x3x224x224.")(f)
     return click.option("--weights", help="Weights file (.safetensors or a torch checkpoint).")(f)
 

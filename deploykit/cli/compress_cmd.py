@@ -77,13 +77,16 @@ def compress(out_dir: Path, json_path: Path | None, ignore: tuple[str, ...], eva
     """Compress to cost targets."""
     from deploykit.compression import compress as run
     from deploykit.progress import RichReporter
+    from deploykit.zoo import trusting_factories
 
     if all(kwargs.get(f"target_{n}") is None for n in TARGETS.names()):
         others = ", ".join(f"--target-{n}" for n in TARGETS.names() if n != "macs")
         raise click.UsageError(f"Missing option '--target-macs' (or {others})")
     if kwargs.get("device", "cpu").startswith("cuda") and os.environ.get("LOCAL_RANK") and kwargs["device"] == "cuda":
         kwargs["device"] = f"cuda:{os.environ['LOCAL_RANK']}"
-    report = run(reporter=RichReporter(), out=str(out_dir), ignore=list(ignore), eval_data=list(eval_data), **kwargs)
+    # Not a setting of the run (it changes nothing computed): it lets an artifact given as MODEL name a factory.
+    with trusting_factories(kwargs.pop("trust_factory")):
+        report = run(reporter=RichReporter(), out=str(out_dir), ignore=list(ignore), eval_data=list(eval_data), **kwargs)
     if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 prints and writes
         return
     rows = [[name, human(r["params"]), human(r["macs"]), human(r["activation_bytes"], "B"), r.get("top1")]

@@ -20,11 +20,12 @@ one). MODEL may also be an .onnx file exported by deploykit (run in ONNX Runtime
 @model_options
 @json_option
 def eval_(model: str, data: str, limit: int | None, backend: str | None, weights: str | None, input_shape: str | None,
-          json_path: Path | None) -> None:
+          trust_factory: bool, json_path: Path | None) -> None:
     """Evaluate top-1."""
     from deploykit.data import load_dataset
     from deploykit.data.splits import names_split, with_split
     from deploykit.evaluate import evaluate_any
+    from deploykit.zoo import trusting_factories
 
     spec = data if names_split(data) else with_split(data, "test")
     ds = load_dataset(spec).subset(limit)
@@ -35,6 +36,7 @@ def eval_(model: str, data: str, limit: int | None, backend: str | None, weights
         RUNNERS.get(backend)
         top1 = evaluate_runner(model, ds, backend)
     else:
-        top1 = evaluate_any(model, ds, weights=weights, input_shape=input_shape)
+        with trusting_factories(trust_factory):  # an artifact's plan.json may name a factory
+            top1 = evaluate_any(model, ds, weights=weights, input_shape=input_shape)
     out(f"{model}: top-1 {top1:.2f}% on {len(ds)} images of {spec}" + (f" ({backend})" if backend else ""))
     emit({"top1": round(top1, 2), "n": len(ds), "data": spec, **({"backend": backend} if backend else {})}, json_path)

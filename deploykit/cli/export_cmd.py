@@ -37,7 +37,7 @@ TensorRT engine (needs a GPU); --bundle jetson DIR writes a folder that builds a
 @json_option
 def export(model: str, onnx_path: Path, opset: int, data: str | None, samples: int, precision: str,
            calib_data: str | None, calib_samples: int, trt_path: Path | None, bundle: tuple[str, Path] | None,
-           force: bool, weights: str | None, input_shape: str | None, json_path: Path | None) -> None:
+           force: bool, weights: str | None, input_shape: str | None, trust_factory: bool, json_path: Path | None) -> None:
     """Export and verify."""
     import numpy as np
 
@@ -61,7 +61,8 @@ def export(model: str, onnx_path: Path, opset: int, data: str | None, samples: i
     ds = load_dataset(with_split(check_spec, "test")).subset(samples) if check_spec else None
     calib = prec.calibration_from_spec(calib_data, calib_samples) if precision == "int8" else None
 
-    built = build_model(model, weights=weights, input_shape=parse_shape(input_shape) if input_shape else None)
+    built = build_model(model, weights=weights, input_shape=parse_shape(input_shape) if input_shape else None,
+                        trust_factory=trust_factory)
     check_input(built)
     with tempfile.TemporaryDirectory(prefix="dk-export-") as tmp:
         fp32_path = onnx_path if precision == "fp32" else Path(tmp) / "fp32.onnx"

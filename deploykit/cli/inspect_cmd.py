@@ -17,13 +17,15 @@ prunable or why not) and the model's params, MACs and activation memory.\n\n{MOD
 @model_options
 @ignore_option
 @json_option
-def inspect(model: str, weights: str | None, input_shape: str | None, ignore: tuple[str, ...], json_path: Path | None) -> None:
+def inspect(model: str, weights: str | None, input_shape: str | None, trust_factory: bool, ignore: tuple[str, ...],
+            json_path: Path | None) -> None:
     """Show groups and costs."""
     from deploykit.graph.costs import measure
     from deploykit.graph.groups import ModelGraph
     from deploykit.zoo import build_model, check_input, parse_shape
 
-    built = build_model(model, weights=weights, input_shape=parse_shape(input_shape) if input_shape else None, pretrained=False)
+    built = build_model(model, weights=weights, input_shape=parse_shape(input_shape) if input_shape else None, pretrained=False,
+                        trust_factory=trust_factory)
     check_input(built)
     example = built.example_input()
     graph = ModelGraph(built.traced, example, ignore=list(ignore))

@@ -39,7 +39,7 @@ variants timed end to end. The table is cached, keyed by model, backend, device,
 @json_option
 def profile(model: str, backend: str, out_path: Path | None, batch: int, threads: str, precision: str, grid: int, scan: int,
             runs: int, passes: int, calibration_runs: int, refresh: bool, weights: str | None, input_shape: str | None,
-            ignore: tuple[str, ...], json_path: Path | None) -> None:
+            trust_factory: bool, ignore: tuple[str, ...], json_path: Path | None) -> None:
     """Measure a latency table."""
     from deploykit.bench.profile import ProfileConfig, load_or_profile
     from deploykit.bench.timers import TimingConfig, get_timer
@@ -58,7 +58,8 @@ def profile(model: str, backend: str, out_path: Path | None, batch: int, threads
     cfg = ProfileConfig(backend=backend, timing=TimingConfig(batch=batch, threads=n_threads, runs=runs, precision=precision),
                         grid=grid, scan=scan, passes=passes, calibration_runs=calibration_runs)
     get_timer(backend, cfg.timing)  # an unknown backend or precision fails before any slow work
-    built = build_model(model, weights=weights, input_shape=parse_shape(input_shape) if input_shape else None, pretrained=False)
+    built = build_model(model, weights=weights, input_shape=parse_shape(input_shape) if input_shape else None, pretrained=False,
+                        trust_factory=trust_factory)
     check_input(built)
     graph = ModelGraph(built.traced, built.example_input(), ignore=list(ignore))
     cost_model = CostModel(graph)

@@ -19,17 +19,13 @@ from torch import nn
 
 from deploykit.atomic import atomic_file, write_json
 from deploykit.errors import DeployKitError
+from deploykit.export.sidecar import read_sidecar, sidecar_path  # noqa: F401 - re-exported: imports keep working
 from deploykit.zoo.base import BuiltModel
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
 DEFAULT_OPSET = 17
 PARITY_TOLERANCE = 1e-4
-
-
-def sidecar_path(onnx_path: str | Path) -> Path:
-    """``OUT.onnx.json``: preprocessing, labels and provenance beside the model file."""
-    return Path(f"{onnx_path}.json")
 
 
 def export_onnx(built: BuiltModel, path: str | Path, opset: int = DEFAULT_OPSET, dynamic_batch: bool = True) -> dict[str, Any]:
@@ -74,14 +70,6 @@ def export_onnx(built: BuiltModel, path: str | Path, opset: int = DEFAULT_OPSET,
         },
     )
     return {"onnx": str(path), "opset": written}
-
-
-def read_sidecar(onnx_path: str | Path) -> dict[str, Any]:
-    """The sidecar written by :func:`export_onnx`."""
-    p = sidecar_path(onnx_path)
-    if not p.is_file():
-        raise DeployKitError(f"{onnx_path} has no sidecar {p.name} (preprocessing, labels); re-export it with deploykit export")
-    return json.loads(p.read_text())
 
 
 def ort_session(path: str | Path, threads: int | None = None):

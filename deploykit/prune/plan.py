@@ -9,14 +9,77 @@ model, trace its graph, remove the complement of ``kept`` from each group.
 from __future__ import annotations
 
 import importlib.metadata
-from typing import Any
+from typing import Annotated, Any, Literal
 
+from pydantic import Field, field_validator, model_validator
+
+from deploykit.config import MAX_ITEMS, StrictDocument, Text, validate_document
 from deploykit.errors import DeployKitError
 from deploykit.graph.groups import ModelGraph
-from deploykit.zoo.base import BuiltModel
+from deploykit.zoo.base import BuiltModel, Dim, PreprocessDoc, check_input_shape
 
 PLAN_FORMAT = "deploykit-plan"
 PLAN_VERSION = 1
+PLAN_WHAT = f"a deploykit plan ({PLAN_FORMAT}/{PLAN_VERSION})"
+MAX_CHANNELS = 1 << 20
+Index = Annotated[int, Field(ge=0, lt=MAX_CHANNELS)]
+
+
+class GroupDoc(StrictDocument):
+    """One shrunk group: its id, its original width, and the original indices it keeps."""
+
+    id: Text = Field(min_length=1)
+    channels: int = Field(ge=1, le=MAX_CHANNELS)
+    kept: list[Index] = Field(min_length=1, max_length=MAX_CHANNELS)
+
+    @model_validator(mode="after")
+    def _kept_in_range(self) -> GroupDoc:
+        for i, (a, b) in enumerate(zip(self.kept, self.kept[1:]), start=1):
+            if b <= a:
+                raise ValueError(f"kept indices must be unique and ascending; kept[{i}] = {b} follows {a}")
+        if self.kept[-1] >= self.channels:
+            raise ValueError(f"kept index {self.kept[-1]} is out of range for {self.channels} channels "
+                             f"(valid: 0..{self.channels - 1})")
+        return self
+
+
+class PlanDoc(StrictDocument):
+    """The schema of plan.json (what :func:`make_plan` writes; its ``extra`` keys are listed here)."""
+
+    format: Literal[PLAN_FORMAT]  # type: ignore[valid-type]
+    version: Literal[PLAN_VERSION]  # type: ignore[valid-type]
+    # A spec, never a path: a plan naming an artifact directory (itself, or one naming it back)
+    # would recurse, and a path is not what the base model is.
+    base_spec: Text
+    input_shape: list[Dim] = Field(min_length=2, max_length=8)
+    preprocess: PreprocessDoc
+    labels: list[Text] | None = Field(None, min_length=1, max_length=MAX_ITEMS)
+    versions: dict[Text, Text] = Field(default_factory=dict, max_length=100)
+    groups: list[GroupDoc] = Field(max_length=MAX_ITEMS)
+    criterion: Text | None = None
+    ignore: list[Text] = Field(default_factory=list, max_length=MAX_ITEMS)
+
+    @field_validator("base_spec")
+    @classmethod
+    def _spec(cls, v: str) -> str:
+        from deploykit.zoo import check_spec
+
+        return check_spec(v)
+
+    @field_validator("input_shape")
+    @classmethod
+    def _shape(cls, v: list[int]) -> list[int]:
+        return check_input_shape(v)
+
+    @field_validator("groups")
+    @classmethod
+    def _unique_groups(cls, v: list[GroupDoc]) -> list[GroupDoc]:
+        seen: set[str] = set()
+        for g in v:
+            if g.id in seen:
+                raise ValueError(f"group {g.id!r} appears twice")
+            seen.add(g.id)
+        return v
 
 
 def library_versions() -> dict[str, str]:
@@ -44,6 +107,7 @@ def make_plan(base: BuiltModel, graph: ModelGraph, **extra: Any) -> dict[str, An
         channels = prev["channels"] if prev else full
         if len(kept) < channels:
             groups.append({"id": g.id, "channels": channels, "kept": kept})
+    # Keys in ``extra`` must be fields of PlanDoc: plans are read back through it.
     return {
         "format": PLAN_FORMAT,
         "version": PLAN_VERSION,
@@ -58,22 +122,16 @@ def make_plan(base: BuiltModel, graph: ModelGraph, **extra: Any) -> dict[str, An
 
 
 def validate_plan(plan: Any, source: str) -> dict[str, Any]:
-    """Check a plan's shape; raise a DeployKitError naming what is wrong."""
-    if not isinstance(plan, dict) or plan.get("format") != PLAN_FORMAT:
-        raise DeployKitError(f"{source} is not a deploykit plan (missing format {PLAN_FORMAT!r})")
-    if plan.get("version") != PLAN_VERSION:
-        raise DeployKitError(f"{source}: plan version {plan.get('version')} is not supported (valid: {PLAN_VERSION})")
-    for key in ("base_spec", "input_shape", "preprocess", "groups"):
-        if key not in plan:
-            raise DeployKitError(f"{source}: plan lacks {key!r}")
-    for g in plan["groups"]:
-        if not {"id", "channels", "kept"} <= set(g):
-            raise DeployKitError(f"{source}: a group entry lacks id, channels or kept: {g}")
-    return plan
+    """Check a parsed plan against :class:`PlanDoc`; the plan as a dict (keys it did not set left out).
+
+    Raises:
+        DeployKitError: one line: ``source``, the first violation's location and what is valid.
+    """
+    return validate_document(plan, PlanDoc, source, PLAN_WHAT).model_dump(exclude_unset=True)
 
 
 def apply_plan(graph: ModelGraph, plan: dict[str, Any]) -> None:
-    """Remove from ``graph``'s model every channel the plan does not keep."""
+    """Remove from ``graph``'s model every channel the (validated) plan does not keep."""
     for entry in plan["groups"]:
         gid = entry["id"]
         try:

@@ -5,12 +5,14 @@ A checkpoint is a directory ``step-NNNNNNNN`` under ``DIR/checkpoints``:
 | file | what |
 | --- | --- |
 | ``tensors.safetensors`` | every tensor: model weights, optimizer state, criterion accumulators, RNG states |
-| ``meta.json`` | the iteration, the plan (kept channels), the schedule's state, the optimizer's non-tensor state, the run's config, and the SHA-256 of the tensor file |
+| ``meta.json`` | the iteration, the plan (kept channels), the schedule's state, the optimizer's non-tensor state, the run's config, the SHA-256 of the tensor file, and the SHA-256 of the metadata itself |
 
 It is written into a hidden temporary directory, flushed to disk, and renamed into
 place (an atomic step); only then are older checkpoints deleted. Loading takes the
-newest checkpoint whose files are complete and match their recorded hashes, so a
-half-written or damaged directory is skipped, never loaded. Nothing is unpickled.
+newest checkpoint whose files are complete, match their recorded hashes and whose
+metadata fits :class:`MetaDoc`, so a half-written, damaged or hand-edited directory is
+skipped (and the reason recorded in :attr:`CheckpointDir.skipped`), never loaded.
+Nothing is unpickled.
 """
 
 from __future__ import annotations
@@ -23,15 +25,71 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import torch
+from pydantic import Field, model_validator
+
+from deploykit.config import MAX_ITEMS, StrictDocument, Text, read_json, validate_document
+from deploykit.errors import DeployKitError
+
+if TYPE_CHECKING:
+    from deploykit.graph.groups import ModelGraph
 
 FORMAT = "deploykit-checkpoint"
-VERSION = 1
+# 2: meta.json records its own hash (a hand-edited one is detected); version 1 did not.
+VERSION = 2
 TENSORS = "tensors.safetensors"
 META = "meta.json"
 PREFIX = "step-"
+META_WHAT = f"deploykit checkpoint metadata ({FORMAT}/{VERSION})"
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class HashesDoc(StrictDocument):
+    """SHA-256 of the tensor file and of the metadata (see :func:`_meta_digest`)."""
+
+    tensors: Sha256 = Field(alias=TENSORS)
+    meta: Sha256 = Field(alias=META)
+
+
+class RemovedDoc(StrictDocument):
+    """A group the checkpointed model had shrunk: its id and the original indices it kept."""
+
+    id: Text = Field(min_length=1)
+    kept: list[Annotated[int, Field(ge=0)]] = Field(min_length=1, max_length=MAX_ITEMS)
+
+    @model_validator(mode="after")
+    def _ascending(self) -> RemovedDoc:
+        if any(b <= a for a, b in zip(self.kept, self.kept[1:])):
+            raise ValueError("kept indices must be unique and ascending")
+        return self
+
+
+class StateDoc(StrictDocument):
+    """A schedule's progress: the fields of :class:`deploykit.train.job.PruneState` (a test keeps them equal)."""
+
+    iteration: int = Field(0, ge=0)
+    pruned_at: int | None = Field(None, ge=0)
+    removals: list[list[Any]] = Field(default_factory=list, max_length=MAX_ITEMS)
+    stages: dict[Text, dict[Text, float | None]] = Field(default_factory=dict)
+    latency_checks: list[dict[Text, Any]] = Field(default_factory=list, max_length=MAX_ITEMS)
+
+
+class MetaDoc(StrictDocument):
+    """The schema of a checkpoint's ``meta.json``: the header :meth:`CheckpointDir.save` writes,
+    and the keys the compress pipeline's metadata holds."""
+
+    format: Literal[FORMAT]  # type: ignore[valid-type]
+    version: Literal[VERSION]  # type: ignore[valid-type]
+    iteration: int = Field(ge=0)
+    sha256: HashesDoc
+    config: dict[Text, Any] = Field(default_factory=dict)
+    state: StateDoc | None = None
+    plan: list[RemovedDoc] = Field(default_factory=list, max_length=MAX_ITEMS)
+    base_top1: dict[Text, float | None] = Field(default_factory=dict)
+    world_size: int = Field(1, ge=1)
+    optimizer: dict[Text, Any] | None = None
 
 
 @dataclass
@@ -52,6 +110,13 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _meta_digest(doc: Mapping[str, Any]) -> str:
+    """SHA-256 of the metadata without its own hash, in a canonical JSON form."""
+    hashes = {k: v for k, v in doc.get("sha256", {}).items() if k != META}
+    body = {**doc, "sha256": hashes}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -66,6 +131,8 @@ class CheckpointDir:
     def __init__(self, root: str | os.PathLike, keep: int = 2) -> None:
         self.root = Path(root)
         self.keep = max(1, keep)
+        # (directory, why) for every checkpoint the last latest() passed over.
+        self.skipped: list[tuple[Path, str]] = []
 
     def save(self, iteration: int, tensors: Mapping[str, Mapping[str, torch.Tensor]], meta: Mapping[str, Any]) -> Path:
         """Write a checkpoint for ``iteration`` atomically; returns its directory."""
@@ -79,6 +146,9 @@ class CheckpointDir:
             _fsync(tmp / TENSORS)
             doc = {"format": FORMAT, "version": VERSION, "iteration": iteration, "sha256": {TENSORS: _sha256(tmp / TENSORS)},
                    **meta}
+            # Written as it will be read back (through JSON), so the digest covers what loading sees.
+            doc = json.loads(json.dumps(doc))
+            doc["sha256"][META] = _meta_digest(doc)
             (tmp / META).write_text(json.dumps(doc, indent=1) + "\n")
             _fsync(tmp / META)
             _fsync(tmp)
@@ -101,34 +171,64 @@ class CheckpointDir:
         return sorted(found, key=lambda p: int(p.name[len(PREFIX):]))
 
     def latest(self) -> Checkpoint | None:
-        """The newest complete, undamaged checkpoint, or None."""
+        """The newest complete, undamaged checkpoint, or None; the ones passed over are in :attr:`skipped`."""
+        self.skipped = []
         for path in reversed(self._dirs()):
-            ckpt = self._load(path)
-            if ckpt is not None:
-                return ckpt
+            try:
+                return self._load(path)
+            except DeployKitError as e:
+                self.skipped.append((path, str(e)))
         return None
 
-    def _load(self, path: Path) -> Checkpoint | None:
+    def _load(self, path: Path) -> Checkpoint:
+        """The checkpoint in ``path``.
+
+        Raises:
+            DeployKitError: one line saying why it cannot be used (missing, damaged, edited, another version).
+        """
         from safetensors.torch import load_file
 
+        doc = read_json(path / META, META_WHAT)
+        meta = validate_document(doc, MetaDoc, str(path / META), META_WHAT)
+        if _meta_digest(doc) != meta.sha256.meta:
+            raise DeployKitError(f"{path / META} does not match its recorded hash: edited or damaged")
         try:
-            meta = json.loads((path / META).read_text())
-            if meta.get("format") != FORMAT or meta.get("version") != VERSION:
-                return None
-            if _sha256(path / TENSORS) != meta["sha256"][TENSORS]:
-                return None
+            if _sha256(path / TENSORS) != meta.sha256.tensors:
+                raise DeployKitError(f"{path / TENSORS} does not match its recorded hash: damaged")
             flat = load_file(str(path / TENSORS))
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
+        except DeployKitError:
+            raise
+        except Exception as e:  # noqa: BLE001 - whatever the reader raises, the file is unusable
+            raise DeployKitError(f"{path / TENSORS} cannot be read: {type(e).__name__}") from None
         tensors: dict[str, dict[str, torch.Tensor]] = {}
         for key, v in flat.items():
             section, _, name = key.partition("/")
             tensors.setdefault(section, {})[name] = v
-        return Checkpoint(path, int(meta["iteration"]), tensors, meta)
+        return Checkpoint(path, meta.iteration, tensors, doc)
 
     def clear(self) -> None:
         """Delete every checkpoint (a fresh run in a reused directory)."""
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def restore_plan(graph: ModelGraph, ckpt: Checkpoint) -> None:
+    """Shrink ``graph`` to the architecture the checkpoint was taken at.
+
+    Raises:
+        DeployKitError: the checkpoint names a group the model does not have, or indices it cannot keep.
+    """
+    source = ckpt.path / META
+    for entry in ckpt.meta.get("plan", []):
+        gid, kept = entry["id"], set(entry["kept"])
+        try:
+            g = graph.get(gid)
+        except KeyError:
+            raise DeployKitError(f"{source} names group {gid!r}, which the model does not have; it belongs to another "
+                                 "model: resume with the same MODEL, or start over without --resume") from None
+        if not kept <= set(g.kept):
+            raise DeployKitError(f"{source}: group {gid!r} keeps channels the model has already removed or never had "
+                                 f"(it has {g.channels} channels)")
+        graph.remove(g.id, [k for k in g.kept if k not in kept])
 
 
 def optimizer_to_flat(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

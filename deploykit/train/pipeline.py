@@ -34,7 +34,7 @@ from deploykit.prune.plan import make_plan
 from deploykit.prune.reconstruct import RECOVERIES, Recovery
 from deploykit.select import NORMALIZERS, SelectConfig, Target, select_global
 from deploykit.train import dcff  # noqa: F401  (registers the dcff schedule)
-from deploykit.train.checkpoint import Checkpoint, CheckpointDir, optimizer_from_flat, optimizer_to_flat
+from deploykit.train.checkpoint import Checkpoint, CheckpointDir, optimizer_from_flat, optimizer_to_flat, restore_plan
 from deploykit.train.distributed import Dist, process_group, synchronized_batchnorm
 from deploykit.train.job import Job, PruneState, Stateful
 from deploykit.train.loop import OPTIMIZERS, Trainer, TrainConfig, evaluate, recalibrate_bn
@@ -46,6 +46,8 @@ from deploykit.zoo import build_model, check_input, parse_shape
 CHECKPOINTS = "checkpoints"
 # Settings a resumed run may change: they do not alter what is computed.
 RESUMABLE_CHANGES = {"resume", "force", "checkpoint_every", "eval_data", "evaluate_base", "device"}
+# Settings naming files, compared as the files they name: --out run and --out /abs/run are one directory.
+PATH_SETTINGS = ("out", "model", "weights", "lut")
 
 
 @dataclass
@@ -93,7 +95,11 @@ def _check_output(cfg: CompressConfig, out: Path) -> None:
 
 def fingerprint(cfg: CompressConfig) -> dict[str, Any]:
     """The settings that determine a run's result (what a resumed run must share)."""
-    return cfg.model_dump(exclude=RESUMABLE_CHANGES)
+    settings = cfg.model_dump(exclude=RESUMABLE_CHANGES)
+    for key in PATH_SETTINGS:
+        if settings.get(key) and Path(settings[key]).exists():
+            settings[key] = str(Path(settings[key]).resolve())
+    return settings
 
 
 def _check_resumable(ckpt: Checkpoint, cfg: CompressConfig) -> None:
@@ -213,12 +219,11 @@ class _Run:
         rounding = _rounding(_reachable(cost_model, graph, sel_cfg), graph, cfg.round_to)
 
         ckpt = self.ckpts.latest() if cfg.resume else None
+        for path, why in self.ckpts.skipped if cfg.resume else []:
+            rep.log(f"not resuming from {path}: {why}")
         if ckpt is not None:
             _check_resumable(ckpt, cfg)
-            for entry in ckpt.meta["plan"]:  # rebuild the architecture the checkpoint was taken at
-                g = graph.get(entry["id"])
-                kept = set(entry["kept"])
-                graph.remove(g.id, [k for k in g.kept if k not in kept])
+            restore_plan(graph, ckpt)  # rebuild the architecture the checkpoint was taken at
             rep.log(f"resuming from {ckpt.path} (iteration {ckpt.iteration})")
         model.to(cfg.device)
         base_top1 = (ckpt.meta.get("base_top1") if ckpt is not None else None) or (

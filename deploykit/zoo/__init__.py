@@ -2,17 +2,26 @@
 
 Specs: ``torchvision:NAME``, ``cifar:resnet20|32|44|56``, ``digits:demo``, a saved
 artifact directory, or ``package.module:factory``.
+
+A factory spec runs code (it imports the module and calls the function), so it runs only
+when the user names it (on the command line, or as the spec given to :func:`build_model`),
+or when the user opts in (``--trust-factory``, ``trust_factory=True``): a spec read from a
+file (plan.json) is data, and a registered family is the only kind it may name freely.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from deploykit.config import one_line
 from deploykit.errors import DeployKitError
 from deploykit.registry import Registry, unknown_name_message
 from deploykit.zoo.base import IMAGENET_MEAN, IMAGENET_STD, BuiltModel, Preprocess
@@ -20,6 +29,73 @@ from deploykit.zoo.weights import load_weights
 
 Family = Callable[[str, "tuple[int, ...] | None", bool], BuiltModel]
 FAMILIES: Registry[Family] = Registry("model family")
+
+# ``package.module:function``: dotted identifiers, a colon, an identifier (never a path).
+_FACTORY_SPEC = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
+# ``family:name``: the names families take (``resnet20``, ``fasterrcnn_resnet50_fpn``, ``demo``).
+_FAMILY_NAME = re.compile(r"[\w.\-]+")
+# What a factory (or importing its module) may raise that must not end the process or
+# pass for success: ``sys:exit`` raises SystemExit, and a factory may raise anything.
+_FACTORY_FAILURES = (Exception, SystemExit, KeyboardInterrupt)
+# Whether factory specs read from files may run, where no ``trust_factory`` argument says.
+_TRUST_FACTORIES: ContextVar[bool] = ContextVar("deploykit_trust_factories", default=False)
+
+
+@contextlib.contextmanager
+def trusting_factories(trust: bool = True) -> Iterator[None]:
+    """Within the block, files may name ``module:function`` factories (``--trust-factory``).
+
+    For code that loads models through layers which take no ``trust_factory`` argument
+    (a compress run, an Engine's runner). Context-local: other threads are unaffected.
+    """
+    token = _TRUST_FACTORIES.set(trust)
+    try:
+        yield
+    finally:
+        _TRUST_FACTORIES.reset(token)
+
+
+def trusted(trust_factory: bool | None) -> bool:
+    """``trust_factory`` when given, else whether the caller is inside :func:`trusting_factories`."""
+    return _TRUST_FACTORIES.get() if trust_factory is None else trust_factory
+
+
+def check_spec(spec: str) -> str:
+    """``spec`` when it is a ``family:name`` or ``package.module:function`` spec (never a path).
+
+    Raises:
+        ValueError: what a spec looks like (schemas turn it into their one-line message).
+    """
+    family, _, name = spec.partition(":")
+    if family in FAMILIES and _FAMILY_NAME.fullmatch(name):
+        return spec
+    if family not in FAMILIES and _FACTORY_SPEC.fullmatch(spec):
+        return spec
+    raise ValueError(f"must be a model family spec ({family_hint()}) or a package.module:function factory, "
+                     "never a path or anything else")
+
+
+def family_hint() -> str:
+    """``cifar:, digits:, torchvision:, ...``: what runs without ``--trust-factory``."""
+    return ", ".join(f"{f}:" for f in FAMILIES.names())
+
+
+def is_factory(spec: str) -> bool:
+    """Whether ``spec`` names code to import (a ``module:function``) rather than a registered family."""
+    return spec.partition(":")[0] not in FAMILIES
+
+
+def require_trust(spec: str, source: str, trust_factory: bool | None = None) -> None:
+    """Refuse a factory spec read from ``source`` (a file) unless the user opted in.
+
+    Raises:
+        DeployKitError: one line naming the file, the factory and the opt-in.
+    """
+    if is_factory(spec) and not trusted(trust_factory):
+        raise DeployKitError(
+            f"{source} names the factory {one_line(repr(spec), 120)}, which would run code; pass --trust-factory "
+            f"(Python: trust_factory=True) if you trust it (registered families run without it: {family_hint()})"
+        )
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
@@ -94,30 +170,68 @@ def _digits(name: str, input_shape: tuple[int, ...] | None, pretrained: bool) ->
     return built
 
 
+def _failure(e: BaseException) -> str:
+    """``SystemExit: 3``: an exception as a short phrase for a one-line message."""
+    text = one_line(str(e), 160)
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
 def _factory(spec: str, input_shape: tuple[int, ...] | None) -> BuiltModel:
     mod_name, _, fn_name = spec.partition(":")
+    if not _FACTORY_SPEC.fullmatch(spec):
+        raise DeployKitError(f"unknown model spec {one_line(repr(spec), 120)}: no model family {one_line(repr(mod_name), 60)} "
+                             f"({', '.join(FAMILIES.names())}) and not a package.module:function factory")
     try:
         module = importlib.import_module(mod_name)
     except ImportError as e:
         raise DeployKitError(
             f"unknown model spec {spec!r}: no model family {mod_name!r} ({', '.join(FAMILIES.names())}) "
-            f"and no importable module ({e})"
+            f"and no importable module ({one_line(str(e), 160)})"
         ) from None
-    fn = getattr(module, fn_name, None)
+    except _FACTORY_FAILURES as e:  # the module's own code failed (or exited) while importing
+        raise DeployKitError(f"model factory {spec!r}: importing {mod_name!r} raised {_failure(e)}") from None
+    try:
+        fn = getattr(module, fn_name, None)
+    except _FACTORY_FAILURES as e:  # a module-level __getattr__ is code too
+        raise DeployKitError(f"model factory {spec!r}: looking up {fn_name!r} raised {_failure(e)}") from None
     if not callable(fn):
         raise DeployKitError(f"module {mod_name!r} has no callable {fn_name!r}")
-    model = fn()
+    try:
+        model = fn()
+    except _FACTORY_FAILURES as e:
+        raise DeployKitError(f"model factory {spec!r} raised {_failure(e)}") from None
     if not isinstance(model, nn.Module):
         raise DeployKitError(f"{spec} returned {type(model).__name__}, not a torch.nn.Module")
-    shape = input_shape or tuple(getattr(fn, "input_shape", getattr(model, "input_shape", (1, 3, 224, 224))))
-    pre = Preprocess(size=(shape[-2], shape[-1]), channels=shape[1])
+    shape = input_shape or _factory_shape(spec, getattr(fn, "input_shape", getattr(model, "input_shape", (1, 3, 224, 224))))
+    channels = shape[1]
+    # One mean/std per input channel: ImageNet's for RGB, their gray average otherwise.
+    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else ((0.449,) * channels, (0.226,) * channels)
+    pre = Preprocess(size=(shape[-2], shape[-1]), mean=mean, std=std, channels=channels,
+                     color="RGB" if channels == 3 else "GRAY")
     return BuiltModel(model, spec, shape, pre)
 
 
+def _factory_shape(spec: str, shape: object) -> tuple[int, ...]:
+    """A factory's ``input_shape`` attribute, checked (it is the factory's word, not ours)."""
+    try:
+        dims = tuple(shape)  # type: ignore[call-overload]
+    except TypeError:
+        dims = ()
+    if len(dims) < 2 or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dims):
+        raise DeployKitError(f"model factory {spec!r} declares input_shape {one_line(repr(shape), 80)}; "
+                             "want positive integers like (1, 3, 224, 224)")
+    return dims
+
+
 def build_model(
-    spec: str, weights: str | None = None, input_shape: tuple[int, ...] | None = None, pretrained: bool = True
+    spec: str, weights: str | None = None, input_shape: tuple[int, ...] | None = None, pretrained: bool = True,
+    trust_factory: bool | None = None,
 ) -> BuiltModel:
     """Build the model a MODEL spec names.
+
+    ``spec`` itself is the caller's choice: a ``package.module:factory`` given here is
+    imported and called. A factory that an artifact's plan.json names is not, unless
+    ``trust_factory`` is True.
 
     Args:
         spec: ``family:name``, an artifact directory, or ``package.module:factory``.
@@ -125,15 +239,21 @@ def build_model(
         input_shape: override the family's default example input shape.
         pretrained: load a family's built-in weights (the digits demo's cached training);
             False when the weights come from elsewhere anyway.
+        trust_factory: let an artifact's plan.json name a ``module:function`` factory
+            (None: as the enclosing :func:`trusting_factories` says, else no).
 
     Raises:
-        DeployKitError: unknown spec, unreadable or mismatched weights.
+        DeployKitError: unknown spec, a factory that fails or is not trusted, unreadable or
+            mismatched weights.
     """
+    if not isinstance(spec, str):
+        raise DeployKitError(f"a MODEL spec is a string (family:name, an artifact directory or package.module:factory), "
+                             f"not {type(spec).__name__}")
     path = Path(spec)
     if path.is_dir():
         from deploykit.prune.artifact import load_artifact
 
-        built = load_artifact(path)
+        built = load_artifact(path, trust_factory=trust_factory)
     else:
         built = _from_spec(spec, input_shape, pretrained)
     if weights:
@@ -142,11 +262,19 @@ def build_model(
     return built
 
 
+def model_from_spec(spec: str, input_shape: tuple[int, ...] | None = None, pretrained: bool = True) -> BuiltModel:
+    """The model of a ``family:name`` or ``module:function`` spec, never read as a path.
+
+    A factory spec runs code: callers pass specs from files through :func:`require_trust` first.
+    """
+    return _from_spec(spec, input_shape, pretrained)
+
+
 def _from_spec(spec: str, input_shape: tuple[int, ...] | None, pretrained: bool) -> BuiltModel:
     family, sep, name = spec.partition(":")
     if not sep or not name:
         raise DeployKitError(
-            f"unknown model spec {spec!r}; valid: {', '.join(f + ':NAME' for f in FAMILIES.names())}, "
+            f"unknown model spec {one_line(repr(spec), 120)}; valid: {', '.join(f + ':NAME' for f in FAMILIES.names())}, "
             "an artifact directory, or package.module:factory"
         )
     if family in FAMILIES:

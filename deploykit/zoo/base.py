@@ -2,14 +2,67 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
+from pydantic import Field, model_validator
 from torch import nn
+
+from deploykit.config import StrictDocument, validate_document
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# The largest image side a preprocessing may resize to (a 100000² size would allocate tens of GB).
+MAX_SIDE = 16384
+# Image channels a preprocessing may describe. The CUDA/host kernels feed 1 or 3 (they say so
+# in one line at predict time); PyTorch's path feeds any count whose mean/std match.
+MAX_CHANNELS = 16
+COLORS = ("RGB", "BGR", "GRAY")
+LAYOUTS = ("NCHW",)
+
+# A hand-edited input shape must not allocate without limit: the example input a model is traced
+# with stays under 512 MiB of float32 (a 1x3x8192x8192 image is 201M elements).
+MAX_INPUT_ELEMENTS = 1 << 27
+MAX_DIM = 1 << 20
+
+Side = Annotated[int, Field(ge=1, le=MAX_SIDE)]
+Dim = Annotated[int, Field(ge=1, le=MAX_DIM)]
+Finite = Annotated[float, Field(ge=-1e6, le=1e6)]
+Positive = Annotated[float, Field(gt=0, le=1e6)]
+
+
+def check_input_shape(shape: list[int]) -> list[int]:
+    """A model input shape's size bound (each dimension's is in :data:`Dim`).
+
+    Raises:
+        ValueError: the shape holds more than :data:`MAX_INPUT_ELEMENTS` elements.
+    """
+    if math.prod(shape) > MAX_INPUT_ELEMENTS:
+        raise ValueError(f"{'x'.join(map(str, shape))} has more than {MAX_INPUT_ELEMENTS:,} elements")
+    return shape
+
+
+class PreprocessDoc(StrictDocument):
+    """The schema of a preprocessing as files carry it (plan.json, sidecars): see :class:`Preprocess`."""
+
+    size: list[Side] = Field(min_length=2, max_length=2)
+    mean: list[Finite] = Field(min_length=1, max_length=MAX_CHANNELS)
+    # A zero std would normalize every pixel to inf; a negative one flips the image.
+    std: list[Positive] = Field(min_length=1, max_length=MAX_CHANNELS)
+    scale: Positive = 255.0
+    channels: int = Field(3, ge=1, le=MAX_CHANNELS)
+    layout: Literal[LAYOUTS] = "NCHW"  # type: ignore[valid-type]
+    color: Literal[COLORS] = "RGB"  # type: ignore[valid-type]
+
+    @model_validator(mode="after")
+    def _per_channel(self) -> PreprocessDoc:
+        for name in ("mean", "std"):
+            n = len(getattr(self, name))
+            if n != self.channels:
+                raise ValueError(f"{name} has {n} values for {self.channels} channels; give one per channel")
+        return self
 
 
 @dataclass(frozen=True)
@@ -33,13 +86,26 @@ class Preprocess:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Preprocess:
-        """Inverse of :meth:`to_dict`."""
-        d = dict(d)
-        d["size"] = tuple(d["size"])
-        d["mean"] = tuple(d["mean"])
-        d["std"] = tuple(d["std"])
-        return cls(**d)
+    def from_dict(cls, d: Any, source: str = "preprocess") -> Preprocess:
+        """Inverse of :meth:`to_dict`, validated: ``d`` comes from a file.
+
+        Args:
+            d: the dict as :meth:`to_dict` writes it (sizes and vectors as lists or tuples).
+            source: where it came from, for messages ("r20.onnx.json").
+
+        Raises:
+            DeployKitError: one line naming the field and what is valid (e.g. a std of 0).
+        """
+        if isinstance(d, dict):  # to_dict's tuples, as a JSON round trip would give them
+            d = {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+        doc = validate_document(d, PreprocessDoc, source, "a preprocessing (size, mean, std, scale, channels, color)")
+        return cls.from_doc(doc)
+
+    @classmethod
+    def from_doc(cls, doc: PreprocessDoc) -> Preprocess:
+        """The preprocessing a validated document describes."""
+        return cls(size=(doc.size[0], doc.size[1]), mean=tuple(doc.mean), std=tuple(doc.std), scale=doc.scale,
+                   channels=doc.channels, layout=doc.layout, color=doc.color)
 
     def apply(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (or float) NHWC images → normalized float32 NCHW of ``size``."""
@@ -95,3 +161,21 @@ class BuiltModel:
         """A deterministic random input of the model's shape."""
         g = torch.Generator().manual_seed(seed)
         return torch.randn((batch, *self.input_shape[1:]), generator=g)
+
+
+def check_labels(labels: list[str] | None, width: int | None, source: str) -> None:
+    """Refuse class names that do not match the model's output width (a short list fails at predict).
+
+    Args:
+        labels: the class names a file gives (None: the model's indices are its labels).
+        width: the classifier's output width, where known (None: nothing to check).
+        source: the file they came from, for the message.
+
+    Raises:
+        DeployKitError: one line giving both counts.
+    """
+    if labels is not None and width is not None and len(labels) != width:
+        from deploykit.errors import DeployKitError
+
+        raise DeployKitError(f"{source} gives {len(labels)} labels but the model has {width} outputs; "
+                             "give one label per output (or none)")
