@@ -34,12 +34,24 @@ def resnet20_weights(data_dir: Path) -> Path:
     return matches[0]
 
 
+def session_threads() -> int:
+    """Torch threads for the session: ``$OMP_NUM_THREADS`` when set, else min(2, CPUs).
+
+    The suite must pass under any thread count (reductions then sum in another order),
+    so an explicit ``OMP_NUM_THREADS`` is honoured rather than overridden.
+    """
+    raw = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if raw.isdigit() and int(raw) > 0:
+        return int(raw)
+    return max(1, min(2, os.cpu_count() or 1))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def isolated_cache(tmp_path_factory: pytest.TempPathFactory):
     """Every test session gets its own cache (the digits demo model trains once in it)."""
     old = os.environ.get("DEPLOYKIT_CACHE")
     os.environ["DEPLOYKIT_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    torch.set_num_threads(session_threads())
     yield
     if old is None:
         os.environ.pop("DEPLOYKIT_CACHE", None)

@@ -2,6 +2,14 @@
 
 The first use trains it (a few seconds on 2 cores) and caches the weights under
 the cache directory; later uses load the cache.
+
+Environment:
+    DEPLOYKIT_DIGITS_SEED: the seed the model is trained from (an integer, default 0).
+        Its weights, and so every number measured on it, depend on the seed and on
+        the CPU's float rounding; the test suite is run under other seeds to check
+        that no test depends on one particular set of trained weights. The cache
+        file name holds the seed, so models trained from different seeds never
+        share a cache entry.
 """
 
 from __future__ import annotations
@@ -14,10 +22,27 @@ import torch.nn.functional as F
 from torch import nn
 
 from deploykit.atomic import atomic_file
+from deploykit.errors import DeployKitError
 
 DIGITS_SIZE = (16, 16)
 TRAIN_EPOCHS = 8
-SEED = 0
+SEED = 0  # the default of $DEPLOYKIT_DIGITS_SEED
+SEED_ENV = "DEPLOYKIT_DIGITS_SEED"
+
+
+def seed() -> int:
+    """The training seed: ``$DEPLOYKIT_DIGITS_SEED`` when set (and not empty), else :data:`SEED`.
+
+    Raises:
+        DeployKitError: the variable is not an integer.
+    """
+    raw = os.environ.get(SEED_ENV, "").strip()
+    if not raw:
+        return SEED
+    try:
+        return int(raw)
+    except ValueError:
+        raise DeployKitError(f"{SEED_ENV}={raw!r} is not an integer; give a seed such as 0 or 1") from None
 
 
 def cache_dir() -> Path:
@@ -64,7 +89,7 @@ class DigitsResNet(nn.Module):
 
 def pretrained_path() -> Path:
     """Where the trained demo weights are cached."""
-    return cache_dir() / f"digits-demo-e{TRAIN_EPOCHS}-s{SEED}.safetensors"
+    return cache_dir() / f"digits-demo-e{TRAIN_EPOCHS}-s{seed()}.safetensors"
 
 
 def ensure_pretrained(model: nn.Module, log=print) -> Path:
@@ -78,13 +103,15 @@ def ensure_pretrained(model: nn.Module, log=print) -> Path:
     from deploykit.train.loop import TrainConfig, train
     from deploykit.zoo.base import Preprocess
 
-    log(f"training the digits demo model once ({TRAIN_EPOCHS} epochs); cached at {path}")
-    torch.manual_seed(SEED)
+    s = seed()
+    from_seed = "" if s == SEED else f", seed {s} from ${SEED_ENV}"
+    log(f"training the digits demo model once ({TRAIN_EPOCHS} epochs{from_seed}); cached at {path}")
+    torch.manual_seed(s)
     for m in model.modules():  # the same start every time: the demo's numbers must not depend on the caller's RNG
         if hasattr(m, "reset_parameters"):
             m.reset_parameters()
     pre = digits_preprocess()
-    train(model, load_dataset("digits:train"), pre, TrainConfig(epochs=TRAIN_EPOCHS, lr=0.05, batch_size=64, seed=SEED))
+    train(model, load_dataset("digits:train"), pre, TrainConfig(epochs=TRAIN_EPOCHS, lr=0.05, batch_size=64, seed=s))
     with atomic_file(path) as tmp:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
     return path

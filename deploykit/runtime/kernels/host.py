@@ -2,13 +2,17 @@
 
 Built on first use into the kernel cache (see :mod:`.sources`), keyed by the sources'
 hash and the compiler flags, written under a temporary name and renamed so that
-concurrent processes never load a half-written library. ctypes releases the GIL for the
-duration of each call, so several threads can preprocess at once.
+concurrent processes never load a half-written library. A cached library that still
+fails to load (truncated or damaged on disk, or built for another ABI) is rebuilt once;
+if that fails too, one line is logged and :func:`available` says False, so callers use
+the NumPy reference instead. ctypes releases the GIL for the duration of each call, so
+several threads can preprocess at once.
 """
 
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import shutil
 import subprocess
@@ -29,6 +33,9 @@ CXXFLAGS = ("-O2", "-std=c++17", "-shared", "-fPIC", "-ffp-contract=off", "-fno-
 ABI_VERSION = 1
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
+# Why the library is unusable in this process (so the build is not retried, nor the line logged, per call).
+_unusable: str | None = None
+log = logging.getLogger(__name__)
 
 
 def compiler() -> str | None:
@@ -63,23 +70,64 @@ def build(force: bool = False) -> Path:
     return out
 
 
+def _load(path: Path) -> ctypes.CDLL:
+    """Load the library at ``path`` and declare its argument types.
+
+    Raises:
+        OSError: not a loadable shared object (truncated, damaged, wrong architecture).
+        AttributeError: an entry point is missing.
+        DeployKitError: it was built for another ABI or another params struct.
+    """
+    lib = ctypes.CDLL(str(path))
+    if lib.dk_host_abi_version() != ABI_VERSION:
+        raise DeployKitError(f"host kernel library ABI {lib.dk_host_abi_version()} != expected {ABI_VERSION}")
+    if lib.dk_host_preprocess_params_size() != ctypes.sizeof(PreprocessParams):
+        raise DeployKitError("host kernel library and deploykit disagree on DkPreprocessParams; rebuild it")
+    vp, fp, ip = ctypes.c_void_p, ctypes.POINTER(ctypes.c_float), ctypes.POINTER(ctypes.c_int)
+    lib.dk_host_preprocess.argtypes = [ctypes.POINTER(PreprocessParams), vp, vp, ctypes.c_int]
+    lib.dk_host_softmax_topk.argtypes = [fp, ctypes.c_int, ctypes.c_int, ctypes.c_int, fp, ip, fp]
+    lib.dk_host_argmax_channels.argtypes = [fp, ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ip]
+    lib.dk_host_f32_to_f16.argtypes = [fp, ctypes.POINTER(ctypes.c_uint16), ctypes.c_longlong]
+    lib.dk_host_f32_to_f16.restype = None
+    return lib
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
 def library() -> ctypes.CDLL:
-    """The loaded host library (built on first use), with argument types declared."""
-    global _lib
+    """The loaded host library (built on first use), with argument types declared.
+
+    A cached library that fails to load is rebuilt once; if the rebuilt one does not
+    load either, that is logged once and final for this process.
+
+    Raises:
+        DeployKitError: no compiler, the build failed, or the rebuilt library does not load.
+    """
+    global _lib, _unusable
     with _lock:
-        if _lib is None:
-            lib = ctypes.CDLL(str(build()))
-            if lib.dk_host_abi_version() != ABI_VERSION:
-                raise DeployKitError(f"host kernel library ABI {lib.dk_host_abi_version()} != expected {ABI_VERSION}")
-            if lib.dk_host_preprocess_params_size() != ctypes.sizeof(PreprocessParams):
-                raise DeployKitError("host kernel library and deploykit disagree on DkPreprocessParams; rebuild it")
-            vp, fp, ip = ctypes.c_void_p, ctypes.POINTER(ctypes.c_float), ctypes.POINTER(ctypes.c_int)
-            lib.dk_host_preprocess.argtypes = [ctypes.POINTER(PreprocessParams), vp, vp, ctypes.c_int]
-            lib.dk_host_softmax_topk.argtypes = [fp, ctypes.c_int, ctypes.c_int, ctypes.c_int, fp, ip, fp]
-            lib.dk_host_argmax_channels.argtypes = [fp, ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ip]
-            lib.dk_host_f32_to_f16.argtypes = [fp, ctypes.POINTER(ctypes.c_uint16), ctypes.c_longlong]
-            lib.dk_host_f32_to_f16.restype = None
-            _lib = lib
+        if _lib is not None:
+            return _lib
+        if _unusable is not None:
+            raise DeployKitError(_unusable)
+        path = build()  # no compiler or a failed compile: an expected setup, the caller falls back silently
+        try:
+            _lib = _load(path)
+            return _lib
+        except (OSError, AttributeError, DeployKitError) as e:
+            first = _first_line(e)
+        # The cache holds something that does not load (a disk error, a copy cut short, a build of
+        # another deploykit version under the same key): build it afresh, once.
+        try:
+            _lib = _load(build(force=True))
+        except (OSError, AttributeError, DeployKitError) as e:
+            _unusable = (f"the host kernel library {path} does not load ({first}) and rebuilding it "
+                         f"failed ({_first_line(e)})")
+            log.warning("%s; using the NumPy reference kernels instead", _unusable)
+            raise DeployKitError(_unusable) from None
+        log.warning("the cached host kernel library %s did not load (%s); rebuilt it", path, first)
         return _lib
 
 
