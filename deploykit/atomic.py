@@ -90,7 +90,7 @@ def check_writable(path: str | os.PathLike, what: str, directory: bool = False) 
     try:
         fd, probe = tempfile.mkstemp(prefix=".deploykit-probe-", dir=anc)
     except OSError as e:
-        raise DeployKitError(f"{what} {path} cannot be written: no permission to create files in {anc} "
+        raise DeployKitError(f"{what} {path} cannot be written: cannot create files in {anc} "
                              f"({e.strerror or type(e).__name__})") from None
     os.close(fd)
     os.unlink(probe)
@@ -121,7 +121,7 @@ def check_out_dir(path: str | os.PathLike, force: bool, what: str = "output dire
     _refuse_unreplaceable(p, path)
     if p.is_dir() and any(p.iterdir()) and not force:
         raise DeployKitError(f"{what} {path} exists and is not empty; pass --force to replace it")
-    check_writable(p, what, directory=True)
+    check_writable(path, what, directory=True)
 
 
 def _swap_dir(tmp: Path, dest: Path) -> None:

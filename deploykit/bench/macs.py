@@ -10,6 +10,8 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from deploykit.registry import Registry
 
 Shapes = dict[str, list[int]]
@@ -52,8 +54,8 @@ def _matmul(node, shapes: Shapes, inits: dict) -> float:
     return float(math.prod(out)) * a[-1]
 
 
-def onnx_macs(path: str | Path) -> int | None:
-    """MACs of one batch-1 inference of the ONNX file; None when shapes cannot be inferred."""
+def _batch1_graph(path: str | Path):
+    """The ONNX model with shapes inferred at batch 1, and every tensor's shape; None when inference fails."""
     import onnx
     from onnx import shape_inference
 
@@ -64,7 +66,7 @@ def onnx_macs(path: str | Path) -> int | None:
             if dims and not dims[0].dim_value:
                 dims[0].dim_value = 1
         model = shape_inference.infer_shapes(model)
-    except Exception:  # noqa: BLE001 - a report without MACs is better than no report
+    except Exception:  # noqa: BLE001 - a report without these figures is better than no report
         return None
     shapes: Shapes = {}
     for vi in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output):
@@ -73,6 +75,15 @@ def onnx_macs(path: str | Path) -> int | None:
             dims[0] = 1
         if dims and all(d > 0 for d in dims):
             shapes[vi.name] = dims
+    return model, shapes
+
+
+def onnx_macs(path: str | Path) -> int | None:
+    """MACs of one batch-1 inference of the ONNX file; None when shapes cannot be inferred."""
+    got = _batch1_graph(path)
+    if got is None:
+        return None
+    model, shapes = got
     inits = {i.name: i for i in model.graph.initializer}
     for name, t in inits.items():
         shapes[name] = list(t.dims)
@@ -81,3 +92,26 @@ def onnx_macs(path: str | Path) -> int | None:
         if node.domain in ("", "ai.onnx") and node.op_type in MAC_RULES:
             total += MAC_RULES.get(node.op_type)(node, shapes, inits)
     return int(total)
+
+
+def onnx_largest_activation(path: str | Path) -> int:
+    """Bytes of the largest intermediate tensor of one batch-1 inference (0 when shapes cannot be inferred).
+
+    A runtime holds at least this much per image while running the model: a lower
+    bound on its activation memory, used to refuse batches that cannot fit.
+    """
+    from onnx import helper
+
+    got = _batch1_graph(path)
+    if got is None:
+        return 0
+    model, shapes = got
+    largest = 0
+    for vi in model.graph.value_info:
+        if vi.name in shapes:
+            try:
+                size = np.dtype(helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)).itemsize
+            except (KeyError, TypeError, ValueError):
+                size = 4
+            largest = max(largest, math.prod(shapes[vi.name]) * size)
+    return largest

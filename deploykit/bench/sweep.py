@@ -11,6 +11,8 @@ runner is opened and how threads are set: :data:`BACKENDS`.
 from __future__ import annotations
 
 import contextlib
+import math
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,6 +135,67 @@ def _feed(runner, batch: int, rng: np.random.Generator) -> dict[str, np.ndarray]
     return feed
 
 
+GIB = 2**30
+
+
+def available_memory() -> int | None:
+    """Bytes that can be allocated without swapping: ``MemAvailable``, else the free physical pages."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _per_image_bytes(metas: Sequence) -> int:
+    """Bytes of one image's worth of the given tensors (dynamic dimensions besides the batch count as 1)."""
+    return sum(math.prod(1 if d is None else d for d in m.shape[1:]) * np.dtype(m.dtype).itemsize for m in metas)
+
+
+def memory_needed(runners: dict, batch: int) -> int:
+    """A lower bound on the bytes one setting at ``batch`` allocates.
+
+    Every model's input feed is kept for the whole setting, each drawn as float64
+    before the cast (8 bytes per element, one model at a time); then one model at a
+    time holds its outputs and at least its largest activation (ONNX files).
+    """
+    from deploykit.bench.macs import onnx_largest_activation
+
+    feeds, peak = 0, 0
+    for name, r in runners.items():
+        ins = list(r.get_input_metadata().values())
+        in_bytes = _per_image_bytes(ins)
+        draw = sum(math.prod(1 if d is None else d for d in m.shape[1:]) * 8 for m in ins)
+        p = Path(name)
+        onnx_file = p / "model.onnx" if p.is_dir() else p
+        act = onnx_largest_activation(onnx_file) if onnx_file.suffix == ".onnx" and onnx_file.is_file() else 0
+        feeds += in_bytes
+        peak = max(peak, draw, _per_image_bytes(list(r.get_output_metadata().values())) + act)
+    return batch * (feeds + peak)
+
+
+def check_memory(runners: dict, batches: Sequence[int]) -> None:
+    """Refuse, before allocating anything, a batch size whose tensors cannot fit in the available memory.
+
+    Raises:
+        DeployKitError: one line with the estimate and the memory available.
+    """
+    avail = available_memory()
+    if avail is None:
+        return
+    b = max(batches)  # smaller batches need less
+    need = memory_needed(runners, b)
+    if need > avail:
+        raise DeployKitError(f"--batch {b} needs at least {need / GIB:,.1f} GiB (inputs, outputs and the largest "
+                             f"activation of {b} images) but {avail / GIB:,.1f} GiB of memory is available; "
+                             "give a smaller --batch")
+
+
 def check_threads(cfg: SweepConfig) -> None:
     """Refuse a thread count on a backend that has none."""
     if not BACKENDS.get(cfg.backend).takes_threads and any(t is not None for t in cfg.threads):
@@ -158,6 +221,8 @@ def sweep(paths: Sequence[str | Path], cfg: SweepConfig, reporter: Reporter | No
         try:
             for r in runners.values():
                 r.activate()
+            if threads == cfg.threads[0]:
+                check_memory(runners, cfg.batches)  # before any input is allocated
             for name, r in runners.items():
                 if name not in macs:
                     macs[name] = model_macs(name, r)

@@ -98,8 +98,12 @@ def bench(models: tuple[Path, ...], vs: Path | None, batch: str, threads: str | 
           memory: bool, csv_path: Path | None, md_path: Path | None, png_path: Path | None, import_path: Path | None,
           json_path: Path | None) -> None:
     """Measure latency."""
+    from deploykit.atomic import check_writable
     from deploykit.errors import DeployKitError
 
+    for flag, path in (("--csv", csv_path), ("--md", md_path), ("--plot", png_path)):
+        if path is not None:
+            check_writable(path, flag)  # before measuring, not after
     if import_path is not None:
         if models or vs is not None:
             raise DeployKitError("--import reads measured results: give no model with it")

@@ -41,6 +41,7 @@ def profile(model: str, backend: str, out_path: Path | None, batch: int, threads
             runs: int, passes: int, calibration_runs: int, refresh: bool, weights: str | None, input_shape: str | None,
             trust_factory: bool, ignore: tuple[str, ...], json_path: Path | None) -> None:
     """Measure a latency table."""
+    from deploykit.atomic import check_writable
     from deploykit.bench.profile import ProfileConfig, load_or_profile
     from deploykit.bench.timers import TimingConfig, get_timer
     from deploykit.errors import DeployKitError
@@ -49,6 +50,8 @@ def profile(model: str, backend: str, out_path: Path | None, batch: int, threads
     from deploykit.progress import RichReporter
     from deploykit.zoo import build_model, check_input, parse_shape
 
+    if out_path is not None:
+        check_writable(out_path, "--out")  # before the minutes of measuring, not after
     if threads.strip().lower() == "default":
         n_threads = None
     elif threads.strip().isdigit() and int(threads) > 0:
