@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from deploykit.cli import bench_cmd, compress_cmd, demo_cmd, eval_cmd, export_cmd, inspect_cmd, profile_cmd
+from deploykit.cli import bench_cmd, compress_cmd, convert_cmd, demo_cmd, eval_cmd, export_cmd, inspect_cmd, profile_cmd
 
 COMMANDS: list[click.Command] = [
     inspect_cmd.inspect,
@@ -21,6 +21,7 @@ COMMANDS: list[click.Command] = [
     eval_cmd.eval_,
     demo_cmd.demo,
     profile_cmd.profile,
+    convert_cmd.convert_weights,
 ]
 
 
