@@ -96,15 +96,19 @@ def check_writable(path: str | os.PathLike, what: str, directory: bool = False) 
     os.unlink(probe)
 
 
-def _refuse_unreplaceable(dest: Path, shown: str | os.PathLike) -> None:
-    """A filesystem root, the working directory or one of its ancestors cannot be swapped for a new directory."""
-    real = dest.resolve()
+def check_replaceable(path: str | os.PathLike, what: str = "output directory") -> None:
+    """Refuse a filesystem root, the working directory or an ancestor of it as a directory to replace.
+
+    Replacing one would move away the directory the process stands in (``--out .``).
+    """
+    shown = path
+    real = _absolute(path).resolve()
     cwd = Path.cwd().resolve()
     if real == Path(real.anchor):
-        raise DeployKitError(f"output directory {shown} is a filesystem root; give a new or empty directory, e.g. ./out")
+        raise DeployKitError(f"{what} {shown} is a filesystem root; give a new or empty directory, e.g. ./out")
     if real == cwd or real in cwd.parents:
         which = "the current directory" if real == cwd else "an ancestor of the current directory"
-        raise DeployKitError(f"output directory {shown} is {which} and cannot be replaced; "
+        raise DeployKitError(f"{what} {shown} is {which} and cannot be replaced; "
                              "give a new or empty subdirectory, e.g. ./out")
 
 
@@ -118,7 +122,7 @@ def check_out_dir(path: str | os.PathLike, force: bool, what: str = "output dire
     p = _absolute(path)
     if p.exists() and not p.is_dir():
         raise DeployKitError(f"{what} {path} exists and is not a directory")
-    _refuse_unreplaceable(p, path)
+    check_replaceable(path, what)
     if p.is_dir() and any(p.iterdir()) and not force:
         raise DeployKitError(f"{what} {path} exists and is not empty; pass --force to replace it")
     check_writable(path, what, directory=True)

@@ -75,8 +75,13 @@ process trains on its share of each global batch and rank 0 writes.\n\n{MODEL_HE
 @json_option
 def compress(out_dir: Path, json_path: Path | None, ignore: tuple[str, ...], eval_data: tuple[str, ...], **kwargs) -> None:
     """Compress to cost targets."""
+    from deploykit.atomic import check_replaceable, check_writable
     from deploykit.compression import compress as run
     from deploykit.progress import RichReporter
+
+    # Also with --resume, which accepts an existing --out: the artifact replaces it at the end.
+    check_replaceable(out_dir, "--out")
+    check_writable(out_dir, "--out", directory=True)
     from deploykit.zoo import trusting_factories
 
     if all(kwargs.get(f"target_{n}") is None for n in TARGETS.names()):
