@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import struct
+import tokenize
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -109,9 +110,10 @@ def _choice(value: str, options: tuple[str, ...], what: str, spec: str) -> str:
 
 SHARD_FORM = "an .npz (as numpy.savez writes) of x: uint8 N×H×W×C images with C 1 or 3, and y: N integer labels"
 # What reading a damaged zip or .npy header can raise: all mean "this file is not a readable shard".
-# (RuntimeError covers encrypted members and NotImplementedError's unsupported compression.)
+# (RuntimeError covers encrypted members and NotImplementedError's unsupported compression; numpy parses
+# headers with tokenize and ast.literal_eval, hence TokenError and SyntaxError.)
 _READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, RuntimeError, struct.error,
-                OverflowError, SyntaxError)
+                OverflowError, SyntaxError, tokenize.TokenError)
 
 
 def _bad_shard(path: Path, what: str, valid: str = SHARD_FORM) -> DeployKitError:
@@ -165,6 +167,9 @@ def _read_member(zf: zipfile.ZipFile, key: str, path: Path) -> np.ndarray:
         dtype, shape, fortran = _read_header(fp, key, path)
         _check_dtype(dtype, key, path)
         nbytes = math.prod(shape) * dtype.itemsize
+        if nbytes > info.file_size:  # a lying header: refuse before allocating what it declares
+            raise _bad_shard(path, f"array {key!r} declares {'×'.join(map(str, shape))} {dtype} ({nbytes} bytes) "
+                                   f"but holds {info.file_size} bytes (truncated or damaged)")
         # Read one byte past the declared size: reaching the member's end makes zipfile check its CRC,
         # and a member longer or shorter than its header says is damaged.
         data = fp.read(nbytes + 1)
