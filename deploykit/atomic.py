@@ -51,13 +51,22 @@ def current_umask() -> int:
 
 
 def publish_mode(path: Path) -> None:
-    """Give a finished temporary file or directory the modes the umask allows.
+    """Give a finished temporary file or directory tree the modes the umask allows.
 
-    ``mkstemp``/``mkdtemp`` create 0o600/0o700 so that nobody reads a half-written
-    output; once complete it must be as readable as any other file the user writes.
+    ``mkstemp``/``mkdtemp`` (and some writers, e.g. safetensors) create 0o600/0o700 so
+    that nobody reads a half-written output; once complete it must be as readable as
+    any other file the user writes: 0o666 (0o777 for directories and executables)
+    masked by the umask.
     """
-    base = 0o777 if path.is_dir() else 0o666
-    path.chmod(base & ~current_umask())
+    mask = current_umask()
+    entries = [path]
+    if path.is_dir() and not path.is_symlink():
+        entries += list(path.rglob("*"))
+    for p in entries:
+        if p.is_symlink():
+            continue
+        executable = p.is_dir() or p.stat().st_mode & 0o100
+        p.chmod((0o777 if executable else 0o666) & ~mask)
 
 
 def check_writable(path: str | os.PathLike, what: str, directory: bool = False) -> None:
