@@ -10,6 +10,7 @@ is never imported and never called.
 
 from __future__ import annotations
 
+import _compat_pickle
 import pickle
 import re
 import tarfile
@@ -121,7 +122,7 @@ class Neutralized:
     """An inert stand-in for a global the restricted unpickler refused.
 
     The global is never imported and nothing of it is ever called: building,
-    reducing, ``BUILD`` state and appended items are only recorded here.
+    reducing, calling, ``BUILD`` state and appended items are only recorded here.
     """
 
     qualname = "?"
@@ -135,6 +136,10 @@ class Neutralized:
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         """Nothing to do: the arguments were recorded by ``__new__``."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Neutralized:
+        """Calling a stand-in (what ``getattr(x, 'm')`` returned) records the call in another stand-in."""
+        return type(self)(*args, **kwargs)
 
     def __setstate__(self, state: Any) -> None:
         self.__dict__["_state"] = state
@@ -253,6 +258,10 @@ def restricted_pickle(neutralized: list[str]) -> SimpleNamespace:
 
     class Unpickler(pickle.Unpickler):
         def find_class(self, module: str, name: str) -> Any:
+            # Protocol 2 names Python 2 modules (__builtin__.set): rename as pickle itself would, as strings only.
+            if (module, name) in _compat_pickle.NAME_MAPPING:
+                module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+            module = _compat_pickle.IMPORT_MAPPING.get(module, module)
             key = f"{module}.{name}"
             if key in allowed:
                 return allowed[key]
