@@ -73,3 +73,67 @@ def test_killed_progressive_run_resumes_to_the_same_architecture(tmp_path, digit
     a, b = deploykit.load(str(killed)), deploykit.load(str(ref))
     x = a.example_input(2)
     assert torch.allclose(a.model(x), b.model(x), atol=1e-5)
+
+
+# -- resuming: one directory however it is spelled; checkpoint metadata checked before use -------------------------
+
+SMALL = ["compress", "cifar:resnet20", "--target-macs", "0.9", "--criterion", "l1", "--finetune-epochs", "1",
+         "--batch-size", "16", "--checkpoint-every", "1", "--bn-batches", "1", "--seed", "0"]
+
+
+def _interrupted(root: Path, monkeypatch) -> tuple[list[str], Path]:
+    """A small run (CIFAR ResNet-20, 32 random images, 2 iterations) stopped right after its first
+    checkpoint, its --out given as an absolute path; the arguments to rerun it, and --out."""
+    from deploykit.cli.main import main
+    from deploykit.train import checkpoint
+    from tests.trust import cifar_shards
+
+    args = [*SMALL, "--data", f"cifar10:{cifar_shards(root / 'data', n=32)}"]
+    out = (root / "run").resolve()
+    save = checkpoint.CheckpointDir.save
+
+    def save_then_stop(self, *a, **k):  # Ctrl-C right after the first checkpoint is on disk
+        save(self, *a, **k)
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(checkpoint.CheckpointDir, "save", save_then_stop)
+        assert main([*args, "--out", str(out)]) == 130
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoints"]
+    return args, out
+
+
+def test_resume_accepts_the_same_directory_given_as_a_relative_path(tmp_path, monkeypatch, capsys):
+    from deploykit.cli.main import main
+
+    args, out = _interrupted(tmp_path, monkeypatch)
+    capsys.readouterr()
+    monkeypatch.chdir(tmp_path)
+    assert main([*args, "--out", "run", "--resume"]) == 0, capsys.readouterr().err
+    assert "resuming from" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["model.safetensors", "plan.json", "report.json"]
+
+
+def test_resume_from_a_checkpoint_naming_an_unknown_group_is_one_line(tmp_path, monkeypatch, capsys):
+    from deploykit.cli.main import main
+    from deploykit.train import checkpoint
+    from tests.cli.test_bad_input import run_bad
+
+    args, out = _interrupted(tmp_path, monkeypatch)
+    [step] = (out / "checkpoints").glob("step-*")
+    meta = json.loads((step / "meta.json").read_text())
+    meta["plan"][0]["id"] = "no.such.layer"
+    meta["sha256"]["meta.json"] = checkpoint._meta_digest(meta)  # edited and re-hashed: the schema passes it
+    (step / "meta.json").write_text(json.dumps(meta))
+    capsys.readouterr()
+    line = run_bad([*args, "--out", out, "--resume"], capsys)
+    assert "names group 'no.such.layer', which the model does not have" in line
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoints"]
+
+    # Edited without re-hashing: detected, passed over with the reason logged, and the run starts over.
+    meta["plan"][0]["id"] = "layer1.0.conv1"
+    (step / "meta.json").write_text(json.dumps(meta).replace("layer1.0.conv1", "layer1.1.conv1", 1))
+    assert main([*args, "--out", str(out), "--resume"]) == 0
+    log = "".join(capsys.readouterr().err.split())  # the progress display wraps lines anywhere
+    assert f"notresumingfrom{step}" in log and "doesnotmatchitsrecordedhash" in log
+    assert "resumingfrom" not in log.replace("notresumingfrom", "")
