@@ -84,7 +84,8 @@ def _got(err: Any) -> str:
     """`` (got VALUE)`` when repeating the offending value helps."""
     value = err.get("input")
     # A missing key's input is the enclosing object; so is a whole-object check's: neither is worth repeating.
-    if "input" not in err or err.get("type") == "missing" or (err.get("type") == "value_error" and isinstance(value, (dict, list))):
+    whole_object = err.get("type") == "value_error" and isinstance(value, (dict, list))
+    if "input" not in err or err.get("type") == "missing" or whole_object:
         return ""
     return f" (got {echo(value)})"
 
@@ -104,7 +105,8 @@ def validate_document(doc: Any, schema: type[M], source: str, what: str) -> M:
         return schema.model_validate(doc)
     except ValidationError as e:
         err = e.errors()[0]
-        raise DeployKitError(one_line(f"{source} is not {what}: {_where(err['loc'])}{_message(err)}{_got(err)}")) from None
+        where = _where(err["loc"])
+        raise DeployKitError(one_line(f"{source} is not {what}: {where}{_message(err)}{_got(err)}")) from None
     except RecursionError:
         raise DeployKitError(f"{source} is not {what}: it nests too deeply") from None
 

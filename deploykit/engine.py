@@ -18,7 +18,6 @@ serve several threads at once.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,7 +65,8 @@ def model_config(path: str | Path) -> dict[str, Any]:
         from deploykit.prune.artifact import read_plan
 
         plan = read_plan(p)
-        return {"preprocess": plan["preprocess"], "labels": plan.get("labels"), "input": INPUT_NAME, "output": OUTPUT_NAME}
+        return {"preprocess": plan["preprocess"], "labels": plan.get("labels"),
+                "input": INPUT_NAME, "output": OUTPUT_NAME}
     if p.is_dir() and (p / "model.onnx").is_file():
         return _sidecar_config(p / "model.onnx")
     if p.suffix in (".onnx", ".engine", ".plan"):

@@ -81,7 +81,8 @@ def read_sidecar(model_path: str | Path) -> dict[str, Any]:
     """
     p = sidecar_path(model_path)
     if not p.is_file():
-        raise DeployKitError(f"{model_path} has no sidecar {p.name} (preprocessing, labels); re-export it with deploykit export")
+        raise DeployKitError(f"{model_path} has no sidecar {p.name} (preprocessing, labels); "
+                             "re-export it with deploykit export")
     return validate_sidecar(read_json(p, SIDECAR_WHAT), str(p))
 
 

@@ -48,7 +48,9 @@ def read_plan(path: str | Path) -> dict[str, Any]:
     return validate_plan(read_json(p, PLAN_WHAT), str(p))
 
 
-def rebuild(plan: dict[str, Any], source: str = PLAN, trust_factory: bool | None = None) -> tuple[BuiltModel, ModelGraph]:
+def rebuild(
+    plan: dict[str, Any], source: str = PLAN, trust_factory: bool | None = None
+) -> tuple[BuiltModel, ModelGraph]:
     """The pruned architecture of a validated ``plan`` with untrained weights, and its graph.
 
     Args:

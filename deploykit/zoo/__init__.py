@@ -179,8 +179,9 @@ def _failure(e: BaseException) -> str:
 def _factory(spec: str, input_shape: tuple[int, ...] | None) -> BuiltModel:
     mod_name, _, fn_name = spec.partition(":")
     if not _FACTORY_SPEC.fullmatch(spec):
-        raise DeployKitError(f"unknown model spec {one_line(repr(spec), 120)}: no model family {one_line(repr(mod_name), 60)} "
-                             f"({', '.join(FAMILIES.names())}) and not a package.module:function factory")
+        raise DeployKitError(f"unknown model spec {one_line(repr(spec), 120)}: no model family "
+                             f"{one_line(repr(mod_name), 60)} ({', '.join(FAMILIES.names())}) and not a "
+                             "package.module:function factory")
     try:
         module = importlib.import_module(mod_name)
     except ImportError as e:
@@ -202,7 +203,8 @@ def _factory(spec: str, input_shape: tuple[int, ...] | None) -> BuiltModel:
         raise DeployKitError(f"model factory {spec!r} raised {_failure(e)}") from None
     if not isinstance(model, nn.Module):
         raise DeployKitError(f"{spec} returned {type(model).__name__}, not a torch.nn.Module")
-    shape = input_shape or _factory_shape(spec, getattr(fn, "input_shape", getattr(model, "input_shape", (1, 3, 224, 224))))
+    declared = getattr(fn, "input_shape", getattr(model, "input_shape", (1, 3, 224, 224)))
+    shape = input_shape or _factory_shape(spec, declared)
     channels = shape[1]
     # One mean/std per input channel: ImageNet's for RGB, their gray average otherwise.
     mean, std = (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else ((0.449,) * channels, (0.226,) * channels)
@@ -247,8 +249,8 @@ def build_model(
             mismatched weights.
     """
     if not isinstance(spec, str):
-        raise DeployKitError(f"a MODEL spec is a string (family:name, an artifact directory or package.module:factory), "
-                             f"not {type(spec).__name__}")
+        raise DeployKitError("a MODEL spec is a string (family:name, an artifact directory or "
+                             f"package.module:factory), not {type(spec).__name__}")
     path = Path(spec)
     if path.is_dir():
         from deploykit.prune.artifact import load_artifact
@@ -274,8 +276,8 @@ def _from_spec(spec: str, input_shape: tuple[int, ...] | None, pretrained: bool)
     family, sep, name = spec.partition(":")
     if not sep or not name:
         raise DeployKitError(
-            f"unknown model spec {one_line(repr(spec), 120)}; valid: {', '.join(f + ':NAME' for f in FAMILIES.names())}, "
-            "an artifact directory, or package.module:factory"
+            f"unknown model spec {one_line(repr(spec), 120)}; valid: "
+            f"{', '.join(f + ':NAME' for f in FAMILIES.names())}, an artifact directory, or package.module:factory"
         )
     if family in FAMILIES:
         return FAMILIES.get(family)(name, input_shape, pretrained)

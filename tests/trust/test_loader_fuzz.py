@@ -13,7 +13,6 @@ import json
 import random
 import shutil
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest

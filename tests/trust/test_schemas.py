@@ -296,7 +296,7 @@ def test_a_bad_checkpoint_meta_is_skipped_with_its_reason(case, tmp_path):
     meta_path = next((tmp_path / "ck").glob("step-*")) / "meta.json"
     edit_json(meta_path, lambda m: (change(m), rehash and _rehash(m)))
     assert cd.latest() is None
-    [(path, why)] = cd.skipped
+    [(_, why)] = cd.skipped
     assert message in why and "\n" not in why and str(meta_path) in why
 
 
