@@ -69,6 +69,10 @@ def rebuild(
     # naming an artifact directory would load that artifact (or this one, forever).
     base = model_from_spec(plan["base_spec"], input_shape=shape, pretrained=False)
     check_input(base)
+    modules = {name for name, _ in base.traced.named_modules()}
+    for name in plan.get("ignore", []):  # said here, not as the --ignore flag the graph would name
+        if name not in modules:
+            raise DeployKitError(f"{source}: ignore {name!r} names no module of {plan['base_spec']}")
     graph = ModelGraph(base.traced, base.example_input(), ignore=plan.get("ignore", []))
     apply_plan(graph, plan)
     return base, graph

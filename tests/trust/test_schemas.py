@@ -99,6 +99,7 @@ PLAN_CASES = {
     "group twice": (lambda doc: doc["groups"].append(doc["groups"][0]), "groups: group 'layer1.0.conv1' appears twice"),
     "group key missing": (_delete("groups", 0, "kept"), "groups.0.kept: Field required"),
     "groups a dict": (_set("groups", value={"conv1": [1]}), "groups: Input should be a valid list"),
+    "ignore unknown module": (_set("ignore", value=["layer9"]), "plan.json: ignore 'layer9' names no module of cifar:resnet20"),
     "deep nesting": (_deep, "nests too deeply"),
 }
 
