@@ -99,6 +99,11 @@ def _onnx_output_width(path: Path, name: str) -> int | None:
     return None
 
 
+def _positive_int(value: object) -> bool:
+    """Whether ``value`` is an int ≥ 1 (numpy integers count; bools do not)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
+
+
 class Engine:
     """Load a model once; classify images or run raw tensors, from any number of threads.
 
@@ -123,6 +128,14 @@ class Engine:
             raise DeployKitError(f"unknown backend {backend!r}; valid: {', '.join(BACKEND_NAMES)}")
         if color not in ("RGB", "BGR"):
             raise DeployKitError(f"unknown color order {color!r}; valid: RGB, BGR")
+        if not _positive_int(top_k):
+            raise DeployKitError(f"Engine(top_k={top_k!r}): top_k must be a positive integer (classes per image), e.g. 5")
+        if max_batch is not None and not _positive_int(max_batch):
+            raise DeployKitError(f"Engine(max_batch={max_batch!r}): max_batch must be a positive integer "
+                                 "(images per runner call) or None (the whole batch at once)")
+        if threads is not None and not _positive_int(threads):
+            raise DeployKitError(f"Engine(threads={threads!r}): threads must be a positive integer or None "
+                                 "(ONNX Runtime's default)")
         self.path = Path(path)
         cfg = model_config(self.path)
         self.preprocess_config = Preprocess.from_dict(cfg["preprocess"])
@@ -134,8 +147,8 @@ class Engine:
 
         with trusting_factories(trust_factory):  # the torch runner rebuilds an artifact from its plan
             self.runner: Runner = load_runner(self.path, backend=self.backend, **kwargs).activate()
-        self.max_batch = max_batch or (8 if self.backend == "trt" else None)
-        self.color, self.letterbox, self.pad_value, self.top_k = color, letterbox, pad_value, top_k
+        self.max_batch = int(max_batch) if max_batch is not None else (8 if self.backend == "trt" else None)
+        self.color, self.letterbox, self.pad_value, self.top_k = color, letterbox, pad_value, int(top_k)
         self.kernels = self._kernels()
         self._meta = self.runner.get_input_metadata()
 
@@ -154,28 +167,78 @@ class Engine:
         return self.runner.infer({self.input_name: inputs})[self.output_name]
 
     # -- images ----------------------------------------------------------------------
+    def _valid_images(self, plural: bool = True) -> str:
+        """What :meth:`predict` accepts, for messages."""
+        c = self.preprocess_config.channels
+        # The kernels feed a 3-channel model from gray (repeated) and RGBA (alpha dropped) images too.
+        channels = "1, 3 or 4 channels" if c == 3 else f"{c} channel{'s' if c != 1 else ''}"
+        what = "uint8 HWC images or NHWC batches" if plural else "uint8 HWC images"
+        return f"{what} with {channels} (the model takes {c}-channel input) and height and width >= 1"
+
+    def _check_image(self, arr: np.ndarray, where: str, batch: bool) -> None:
+        """Refuse an array the kernels cannot take, naming what it is and what is valid."""
+        c = self.preprocess_config.channels
+        ok_channels = (1, 3, 4) if c == 3 else (c,)
+        ok = (arr.dtype == np.uint8 and arr.ndim in ((3, 4) if batch else (3,))
+              and arr.shape[-1] in ok_channels and arr.shape[-3] >= 1 and arr.shape[-2] >= 1)
+        if not ok:
+            raise DeployKitError(f"{where}: got a {arr.dtype} array of shape {arr.shape}; valid: {self._valid_images(batch)}")
+        if arr.ndim == 4 and arr.shape[0] == 0:
+            raise DeployKitError(f"{where}: got an empty batch (shape {arr.shape}); give at least one image")
+
     def preprocess(self, images: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
-        """uint8 HWC image(s) → the model's input batch (NCHW, normalized)."""
+        """uint8 HWC image(s) → the model's input batch (NCHW, normalized).
+
+        Raises:
+            DeployKitError: ``images`` is not a uint8 HWC image, an NHWC batch of at least one
+                image or a non-empty list of HWC images, with a channel count the model takes.
+        """
         dtype = np.dtype(self._meta[self.input_name].dtype).name
         if isinstance(images, np.ndarray):
+            self._check_image(images, "images", batch=True)
             return self.kernels.preprocess(images, self.preprocess_config, dtype, self.color, self.letterbox, self.pad_value)
+        if not isinstance(images, (list, tuple)):
+            given = "None" if images is None else f"a {type(images).__name__}"
+            raise DeployKitError(f"images: got {given}; valid: {self._valid_images()}, or a list of uint8 HWC images")
         if not images:
-            raise DeployKitError("predict() got an empty list of images")
+            raise DeployKitError("predict() got an empty list of images; give at least one image")
+        for i, im in enumerate(images):
+            if not isinstance(im, np.ndarray):
+                raise DeployKitError(f"images[{i}]: got {'None' if im is None else 'a ' + type(im).__name__}; "
+                                     f"valid: {self._valid_images(plural=False)}")
+            self._check_image(im, f"images[{i}]", batch=False)
         # Images of different sizes: each resized on its own, then stacked.
-        return np.concatenate([self.kernels.preprocess(np.asarray(im), self.preprocess_config, dtype, self.color,
+        return np.concatenate([self.kernels.preprocess(im, self.preprocess_config, dtype, self.color,
                                                        self.letterbox, self.pad_value) for im in images])
 
     def predict(self, images: np.ndarray | Sequence[np.ndarray], k: int | None = None) -> Prediction | list[Prediction]:
         """Classify uint8 HWC images: one image → a :class:`Prediction`; a batch (NHWC
-        array or a list of images of any sizes) → a list of them."""
-        k = k or self.top_k
+        array or a list of images of any sizes) → a list of them.
+
+        Args:
+            images: one HWC image, an NHWC batch, or a list of HWC images (sizes may differ).
+            k: classes per image, best first (default: the Engine's ``top_k``; at most the
+                model's class count).
+
+        Raises:
+            DeployKitError: bad images or ``k`` (see :meth:`preprocess`), or a model whose output
+                is not ``[batch, classes]``.
+        """
+        if k is None:
+            k = self.top_k
+        elif not _positive_int(k):
+            raise DeployKitError(f"predict(k={k!r}): k must be a positive integer (classes per image) or None "
+                                 f"(the Engine's top_k, {self.top_k})")
         single = isinstance(images, np.ndarray) and images.ndim == 3
         x = self.preprocess(images)
         step = self.max_batch or len(x)
         logits = np.concatenate([self(x[i : i + step]) for i in range(0, len(x), step)])
         if logits.ndim != 2:
             raise DeployKitError(f"predict() needs a classifier ([batch, classes] output), got {logits.shape}")
-        k = min(k, logits.shape[1])
+        if self.labels is not None and len(self.labels) < logits.shape[1]:
+            raise DeployKitError(f"{self.path} gives {len(self.labels)} labels but the model has {logits.shape[1]} "
+                                 "outputs; give one label per output (or none)")
+        k = min(int(k), logits.shape[1])
         scores, idx = self.kernels.softmax_topk(logits.astype(np.float32, copy=False), k)
         names = self.labels or [str(i) for i in range(logits.shape[1])]
         preds = [Prediction([names[j] for j in row_i], [float(s) for s in row_s], [int(j) for j in row_i])
