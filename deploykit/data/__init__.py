@@ -147,17 +147,24 @@ def read_shard(path: Path, num_classes: int | None = None) -> tuple[np.ndarray, 
             # np.load would report this as "pickled data"; say what the file is not.
             raise _bad_shard(path, "is not a zip archive (an .npz is a zip of .npy arrays)")
         with zipfile.ZipFile(path) as zf:
-            x = _read_member(zf, "x", path)
+            x = _read_member(zf, "x", path, _image_dtype)
             _check_images(x, path)
-            y = _read_member(zf, "y", path)
+            y = _read_member(zf, "y", path, _label_dtype)
     except _READ_ERRORS as e:
         raise _bad_shard(path, f"is not a readable .npz archive ({_first_line(e)})") from None
     _check_labels(y, len(x), path, num_classes)
     return x, y.astype(np.int64)
 
 
-def _read_member(zf: zipfile.ZipFile, key: str, path: Path) -> np.ndarray:
-    """The array ``key`` of an open npz, checked against its header before its data is read."""
+DtypeCheck = Callable[[np.dtype], str | None]
+
+
+def _read_member(zf: zipfile.ZipFile, key: str, path: Path, dtype_problem: DtypeCheck) -> np.ndarray:
+    """The array ``key`` of an open npz, its header checked before its data is read.
+
+    Args:
+        dtype_problem: what is wrong with a dtype for this array, None when nothing.
+    """
     try:
         info = zf.getinfo(f"{key}.npy")
     except KeyError:
@@ -165,18 +172,18 @@ def _read_member(zf: zipfile.ZipFile, key: str, path: Path) -> np.ndarray:
         raise _bad_shard(path, f"has no array {key!r} (it holds {held})") from None
     with zf.open(info) as fp:
         dtype, shape, fortran = _read_header(fp, key, path)
-        _check_dtype(dtype, key, path)
+        problem = dtype_problem(dtype)
+        if problem:
+            raise _bad_shard(path, problem)
         nbytes = math.prod(shape) * dtype.itemsize
+        declared = f"array {key!r} declares {'×'.join(map(str, shape)) or 'a scalar'} {dtype} ({nbytes} bytes)"
         if nbytes > info.file_size:  # a lying header: refuse before allocating what it declares
-            raise _bad_shard(path, f"array {key!r} declares {'×'.join(map(str, shape))} {dtype} ({nbytes} bytes) "
-                                   f"but holds {info.file_size} bytes (truncated or damaged)")
+            raise _bad_shard(path, f"{declared} but holds {info.file_size} bytes (truncated or damaged)")
         # Read one byte past the declared size: reaching the member's end makes zipfile check its CRC,
         # and a member longer or shorter than its header says is damaged.
         data = fp.read(nbytes + 1)
     if len(data) != nbytes:
-        shape_text = "×".join(map(str, shape)) or "scalar"
-        raise _bad_shard(path, f"array {key!r} declares {shape_text} {dtype} ({nbytes} bytes) but holds {len(data)} bytes "
-                               "(truncated or damaged)")
+        raise _bad_shard(path, f"{declared} but holds {len(data)} bytes (truncated or damaged)")
     return np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C")
 
 
@@ -184,18 +191,25 @@ def _read_header(fp: IO[bytes], key: str, path: Path) -> tuple[np.dtype, tuple[i
     version = np.lib.format.read_magic(fp)
     readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
     if version not in readers:
-        raise _bad_shard(path, f"array {key!r} has .npy format version {version[0]}.{version[1]}; valid: 1.0, 2.0")
+        raise _bad_shard(path, f"array {key!r} has .npy format version {version[0]}.{version[1]}",
+                         ".npy format 1.0 or 2.0, as numpy.savez writes")
     shape, fortran, dtype = readers[version](fp)
+    if any(d < 0 for d in shape):  # numpy's header parser lets these through
+        raise _bad_shard(path, f"array {key!r} declares the negative shape {shape}")
     return dtype, tuple(int(d) for d in shape), bool(fortran)
 
 
-def _check_dtype(dtype: np.dtype, key: str, path: Path) -> None:
-    if key == "x" and dtype != np.uint8:
-        raise _bad_shard(path, f"images x are {dtype}, not uint8 (floats in [0, 1]: convert with "
-                               "(x * 255).round().astype(np.uint8))")
-    if key == "y" and dtype.kind not in "iu":
-        what = "strings" if dtype.kind in "US" else "objects" if dtype.hasobject else str(dtype)
-        raise _bad_shard(path, f"labels y are {what}, not integers (class indices 0..K-1)")
+def _image_dtype(dtype: np.dtype) -> str | None:
+    if dtype == np.uint8:
+        return None
+    return f"images x are {dtype}, not uint8 (floats in [0, 1]: convert with (x * 255).round().astype(np.uint8))"
+
+
+def _label_dtype(dtype: np.dtype) -> str | None:
+    if dtype.kind in "iu":
+        return None
+    what = "strings" if dtype.kind in "US" else "objects" if dtype.hasobject else str(dtype)
+    return f"labels y are {what}, not integers (class indices 0..K-1)"
 
 
 def _check_images(x: np.ndarray, path: Path) -> None:
@@ -213,7 +227,8 @@ def _check_images(x: np.ndarray, path: Path) -> None:
 
 def _check_labels(y: np.ndarray, n: int, path: Path, num_classes: int | None) -> None:
     if y.ndim != 1:
-        raise _bad_shard(path, f"labels y have shape {'×'.join(map(str, y.shape)) or 'a scalar'}, not N (one per image)")
+        shape = "×".join(map(str, y.shape)) or "a scalar"
+        raise _bad_shard(path, f"labels y have shape {shape}, not N (one per image)")
     if len(y) != n:
         raise _bad_shard(path, f"{len(y)} labels y for {n} images x (one label per image)")
     low, high = int(y.min()), int(y.max())
@@ -359,8 +374,9 @@ def check_compatible(num_classes: int | None, pre: Preprocess, *datasets: ImageD
         c = ds.images.shape[-1]
         # Gray images feed an RGB model (replicated, as the kernels do); otherwise the counts must match.
         if c != pre.channels and not (c == 1 and pre.channels == 3):
+            takes = f"{pre.channels}-channel{' or 1-channel' if pre.channels == 3 else ''}"
             raise DeployKitError(f"data {ds.spec}: cannot feed {c}-channel images to a {pre.channels}-channel model; "
-                                 f"it takes {pre.channels}-channel{' or 1-channel' if pre.channels == 3 else ''} images")
+                                 f"it takes {takes} images")
         if num_classes is not None and len(ds) and int(ds.labels.max()) >= num_classes:
             raise DeployKitError(f"data {ds.spec}: label {int(ds.labels.max())} is out of range for a model with "
                                  f"{num_classes} outputs (valid labels: 0..{num_classes - 1})")

@@ -206,7 +206,8 @@ class _Run:
         built = build_model(cfg.model, weights=cfg.weights, input_shape=shape)
         check_input(built)
         model, pre = built.model, built.preprocess
-        check_compatible(model_classes(model, built.example_input()), pre, self.data.train, *self.data.evals.values())
+        check_compatible(model_classes(model, built.example_input()), pre,
+                         self.data.train, *self.data.evals.values())
         example = built.example_input()
         graph = ModelGraph(built.traced, example, ignore=cfg.ignore)
         cost_model = CostModel(graph)
