@@ -162,3 +162,37 @@ def test_good_shards_load(tmp_path):
     assert ds.images.shape == (16, 32, 32, 1) and ds.images.dtype == np.uint8
     assert ds.labels.dtype == np.int64 and list(ds.labels) == list(Y) * 2
     np.testing.assert_array_equal(ds.images[:8], gray)
+
+
+@pytest.fixture(scope="module")
+def gray_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The 1-channel model exported to ONNX (with its sidecar)."""
+    from deploykit.cli.main import main
+
+    path = tmp_path_factory.mktemp("onnx") / "gray.onnx"
+    assert main(["export", GRAY, "--onnx", str(path)]) == 0
+    return path
+
+
+@pytest.mark.parametrize("backend", [None, "ort"])
+def test_eval_onnx_checks_channels(backend, gray_onnx, tmp_path, capsys):
+    """The ONNX paths check data against the sidecar's preprocessing too."""
+    spec = shards(tmp_path, {"x": X, "y": Y})
+    before = _files(tmp_path)
+    line = run_bad(["eval", gray_onnx, "--data", spec, *(["--backend", backend] if backend else [])], capsys)
+    assert "cannot feed 3-channel images to a 1-channel model" in line
+    assert _files(tmp_path) == before
+
+
+def test_model_classes(gray_onnx):
+    """The output width comes from a module's output or an ONNX session's declared shape."""
+    import torch
+
+    from deploykit.data import model_classes
+    from deploykit.export.onnx import ort_session
+
+    model = gray_model().train()
+    assert model_classes(model, torch.zeros(1, 1, 16, 16)) == 10
+    assert model.training  # the probe leaves the mode as it found it
+    assert model_classes(model, torch.zeros(1, 3, 16, 16)) is None  # an input it rejects: unknown, not a crash
+    assert model_classes(ort_session(str(gray_onnx))) == 10
