@@ -191,9 +191,11 @@ class Stage:
     def _parent(self, dest: Path) -> None:
         missing = []
         d = dest.parent
-        while not d.exists():
+        while not d.exists() and not d.is_symlink():
             missing.append(d)
             d = d.parent
+        if not d.is_dir():
+            raise DeployKitError(f"cannot write {dest}: {d} is not a directory")
         for d in reversed(missing):
             try:
                 d.mkdir()
@@ -209,7 +211,10 @@ class Stage:
         if d.is_dir():
             raise DeployKitError(f"{dest} is a directory; give a file path to write")
         self._parent(d)
-        fd, name = tempfile.mkstemp(prefix=f".{d.name}.tmp-", dir=d.parent)
+        try:
+            fd, name = tempfile.mkstemp(prefix=f".{d.name}.tmp-", dir=d.parent)
+        except OSError as e:
+            raise DeployKitError(f"cannot write {dest}: {e.strerror or type(e).__name__} ({d.parent})") from None
         os.close(fd)
         tmp = Path(name)
         self._temps.append(tmp)

@@ -43,7 +43,8 @@ OUT.failed.onnx (with its sidecar) for inspection.
 @json_option
 def export(model: str, onnx_path: Path, opset: int, data: str | None, samples: int, precision: str,
            calib_data: str | None, calib_samples: int, trt_path: Path | None, bundle: tuple[str, Path] | None,
-           force: bool, json_path: Path | None, **model_kwargs: Any) -> None:
+           force: bool, weights: str | None, input_shape: str | None, trust_factory: bool,
+           json_path: Path | None) -> None:
     """Export and verify."""
     import numpy as np
     import torch
@@ -62,9 +63,8 @@ def export(model: str, onnx_path: Path, opset: int, data: str | None, samples: i
     check_spec = data or calib_data
     ds = load_dataset(with_split(check_spec, "test")).subset(samples) if check_spec else None
     calib = prec.calibration_from_spec(calib_data, calib_samples) if precision == "int8" else None
-    weights, input_shape = model_kwargs.pop("weights"), model_kwargs.pop("input_shape")
     built = build_model(model, weights=weights, input_shape=parse_shape(input_shape) if input_shape else None,
-                        **model_kwargs)
+                        trust_factory=trust_factory)
     check_input(built)
     check_compatible(model_classes(built.exported, built.example_input()), built.preprocess, ds)
     real = prec.preprocessed(ds.images, built.preprocess, 32) if ds is not None else []

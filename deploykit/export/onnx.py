@@ -60,7 +60,8 @@ def export_onnx(built: BuiltModel, path: str | Path, opset: int = DEFAULT_OPSET,
     """
     check_opset(opset)
     if Path(path).is_dir():
-        raise DeployKitError(f"ONNX output {path} is a directory; give the file to write, e.g. {Path(path) / 'model.onnx'}")
+        raise DeployKitError(f"ONNX output {path} is a directory; give the file to write, "
+                             f"e.g. {Path(path) / 'model.onnx'}")
     with staged() as stage:
         side_tmp = stage.file(sidecar_path(path))
         model_tmp = stage.file(path)

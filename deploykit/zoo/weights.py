@@ -337,7 +337,8 @@ def convert_to_safetensors(src: str | Path, dst: str | Path) -> dict[str, Any]:
     sd, where = found
     # Fresh contiguous copies through the class's own methods: no attribute set on a loaded
     # object is used, and tensors that shared storage are written separately.
-    plain = {k: torch.Tensor.clone(torch.Tensor.detach(v), memory_format=torch.contiguous_format) for k, v in sd.items()}
+    plain = {k: torch.Tensor.clone(torch.Tensor.detach(v), memory_format=torch.contiguous_format)
+             for k, v in sd.items()}
     with atomic_file(dst) as tmp:
         save_file(plain, str(tmp), metadata={"format": "pt", "converted_from": p.name,
                                               "neutralized": ", ".join(neutralized)})

@@ -49,7 +49,8 @@ class Getattr:
 
 def state() -> dict[str, torch.Tensor]:
     torch.manual_seed(0)
-    sd = {"conv.weight": torch.randn(4, 3, 3, 3), "conv.bias": torch.randn(4), "bn.num_batches_tracked": torch.tensor(7)}
+    sd = {"conv.weight": torch.randn(4, 3, 3, 3), "conv.bias": torch.randn(4),
+          "bn.num_batches_tracked": torch.tensor(7)}
     sd["view"] = sd["conv.weight"][1]  # shares storage with conv.weight
     return sd
 

@@ -36,11 +36,12 @@ def test_bad_export_options_write_nothing(tmp_path, capsys, args, needles):
 
 
 @no_gpu
-def test_trt_without_gpu_says_so_and_where_the_onnx_is(tmp_path, capsys):
+def test_trt_without_gpu_is_refused_before_anything_is_written(tmp_path, capsys):
+    # Issue 11: --trt without a usable GPU is checked before exporting, so no ONNX file is left behind.
     onnx, engine = tmp_path / "m.onnx", tmp_path / "m.engine"
     assert cli(["export", "cifar:resnet20", "--onnx", str(onnx), "--trt", str(engine)]) == 2
-    one_line_error(capsys, "needs a CUDA GPU", f"the ONNX file is {onnx}")
-    assert onnx.is_file() and (tmp_path / "m.onnx.json").is_file() and not engine.exists()
+    one_line_error(capsys, "needs a CUDA GPU", "nothing was written", "build the engine on the target")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_fp16_export_with_bundle_then_eval_and_bench(tmp_path, capsys, cifar_spec):
