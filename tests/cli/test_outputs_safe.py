@@ -197,6 +197,25 @@ def test_a_late_failure_removes_everything_and_a_success_replaces_both_files(tmp
     assert after["prev.onnx"] != before["prev.onnx"] and b"dk_outputs_models:gray" in after["prev.onnx.json"]
 
 
+@pytest.mark.usefixtures("models")
+def test_trt_engine_and_sidecar_are_staged_with_the_onnx(tmp_path, monkeypatch, capsys):
+    """The --trt path without a GPU: a stand-in builder, to check what is moved into place and when."""
+    import deploykit.runtime.trt as trt
+
+    def fake_build(onnx_path, engine_path, cfg=None, trt=None):
+        assert not (tmp_path / "m.onnx").exists()  # the ONNX file is not in place before the engine is built
+        Path(engine_path).write_bytes(b"engine")
+        return {"engine": str(engine_path), "tensorrt": "10.0", "strongly_typed": True, "flags": []}
+
+    monkeypatch.setattr(trt, "trt_status", lambda: trt.TrtStatus(True, "stand-in"))
+    monkeypatch.setattr(trt, "build_engine", fake_build)
+    args = ["export", "dk_outputs_models:gray", *GRAY, "--onnx", tmp_path / "m.onnx", "--trt", tmp_path / "m.engine"]
+    assert main([str(a) for a in args]) == 0, capsys.readouterr().err
+    assert sorted(listing(tmp_path)) == ["m.engine", "m.engine.json", "m.onnx", "m.onnx.json"]
+    assert b'"tensorrt": "10.0"' in (tmp_path / "m.engine.json").read_bytes()
+    assert str(tmp_path / "m.engine").encode() in (tmp_path / "m.engine.json").read_bytes()
+
+
 def test_export_onnx_into_an_existing_directory_is_a_user_error(tmp_path):
     from deploykit.export.onnx import export_onnx
     from deploykit.zoo import build_model
