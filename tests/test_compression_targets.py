@@ -95,7 +95,7 @@ def _bad(args, capsys):
     (["--target-params", "1.5"], "--target-params 1.5 is outside (0, 1]"),
     (["--kd-alpha", "2"], "--kd-alpha 2.0: Input should be less than or equal to 1"),
     (["--interval", "0"], "--interval 0: Input should be greater than or equal to 1"),
-    (["--device", "tpu"], "--device 'tpu': valid: cpu, cuda, cuda:N"),
+    (["--device", "tpu"], "--device 'tpu' is not a device; valid: cpu, cuda, cuda:N"),
 ])
 def test_bad_schedule_options(extra, message, tmp_path, capsys):
     out = tmp_path / "out"

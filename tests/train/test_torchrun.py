@@ -97,6 +97,7 @@ def test_two_processes_rank_the_fisher_sums_one_process_ranks(tmp_path, digits_m
         if sa["removal"] != sb["removal"]:
             # Scores within a relative tol move each candidate's priority by at most tol, so a pick
             # can only change where the runner-up was within 2·tol/(1 - tol) of it: a near-tie.
+            assert sa["gaps"], f"iteration {it}: one process removed nothing, two removed {sb['removal']}"
             gap = min(sa["gaps"])
             assert gap <= 2 * tol / (1 - tol), (
                 f"iteration {it}: removals differ ({sa['removal']} vs {sb['removal']}) though the ranking's "
