@@ -48,7 +48,7 @@ def trusting_factories(trust: bool = True) -> Iterator[None]:
     For code that loads models through layers which take no ``trust_factory`` argument
     (a compress run, an Engine's runner). Context-local: other threads are unaffected.
     """
-    token = _TRUST_FACTORIES.set(trust)
+    token = _TRUST_FACTORIES.set(_flag(trust))
     try:
         yield
     finally:
@@ -57,7 +57,14 @@ def trusting_factories(trust: bool = True) -> Iterator[None]:
 
 def trusted(trust_factory: bool | None) -> bool:
     """``trust_factory`` when given, else whether the caller is inside :func:`trusting_factories`."""
-    return _TRUST_FACTORIES.get() if trust_factory is None else trust_factory
+    return _TRUST_FACTORIES.get() if trust_factory is None else _flag(trust_factory)
+
+
+def _flag(trust: object) -> bool:
+    """An opt-in must be a real bool: a truthy ``"no"`` must not run code."""
+    if not isinstance(trust, bool):
+        raise DeployKitError(f"trust_factory={one_line(repr(trust), 60)}; valid: True or False")
+    return trust
 
 
 def check_spec(spec: str) -> str:

@@ -201,3 +201,12 @@ def test_sys_exit_in_a_trusted_plan_is_exit_2_not_0(artifact, shards, evil, tmp_
     line = run_bad(["eval", art, "--data", f"cifar10:{shards}", "--trust-factory", "--json", tmp_path / "r.json"], capsys)
     assert "model factory 'sys:exit' raised SystemExit" in line
     assert not (tmp_path / "r.json").exists()
+
+
+@pytest.mark.parametrize("entry", [lambda art: deploykit.build_model(str(art), trust_factory="no"),
+                                   lambda art: deploykit.Engine(str(art), trust_factory=1)], ids=["build_model", "Engine"])
+def test_the_opt_in_is_a_bool_not_anything_truthy(entry, artifact, evil, tmp_path):
+    art = _evil_artifact(artifact, tmp_path)
+    with pytest.raises(DeployKitError, match="valid: True or False"):
+        entry(art)
+    assert not evil.exists()
