@@ -90,7 +90,7 @@ def test_compress_to_a_latency_target_through_the_api(tmp_path, smooth_lut):
     for g in plan["groups"]:
         assert len(g["kept"]) in smooth_lut.groups[g["id"]].ladder
     # the pruned model, timed on the fake backend, is where the prediction said
-    built = deploykit.load(str(out))
+    built = deploykit.load(str(out), trust_factory=True)  # its plan names this test's own factory
     truth = nets.model_ms(built.model, built.example_input())
     assert truth == pytest.approx(lat["predicted_pruned_ms"], rel=0.02)
 
@@ -124,7 +124,7 @@ def test_latency_checks_prune_on_until_the_measured_ratio_meets_the_target(tmp_p
     _distorted_backend(monkeypatch, base_ms, stuck=0.25)
 
     def measured(out: str) -> float:
-        m = deploykit.load(out)
+        m = deploykit.load(out, trust_factory=True)
         return (nets.model_ms(m.model, m.example_input()) + 0.25 * base_ms) / (1.25 * base_ms)
 
     trusted = _compress_to_latency(tmp_path, lut, "trusted", checks=0)
