@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from deploykit.cli.common import emit, json_option, out, table
+from deploykit.cli.common import emit, json_option, out, table, trust_option
 
 EXAMPLE = ("Example: deploykit bench out/base.onnx out/pruned.onnx --batch 1,8 --threads 1,2 --runs 200 --memory "
            "--md bench.md --csv bench.csv --plot bench.png\n\n"
@@ -93,10 +93,11 @@ across models). --import reads a device's results.json into the same report.""")
 @click.option("--plot", "png_path", type=click.Path(dir_okay=False, path_type=Path), help="Write PNG plots.")
 @click.option("--import", "import_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Read results.json written on a device (Jetson bundle) instead of measuring.")
+@trust_option
 @json_option
 def bench(models: tuple[Path, ...], vs: Path | None, batch: str, threads: str | None, runs: int, warmup: int, backend: str,
           memory: bool, csv_path: Path | None, md_path: Path | None, png_path: Path | None, import_path: Path | None,
-          json_path: Path | None) -> None:
+          trust_factory: bool, json_path: Path | None) -> None:
     """Measure latency."""
     from deploykit.atomic import check_writable
     from deploykit.errors import DeployKitError
@@ -122,7 +123,10 @@ def bench(models: tuple[Path, ...], vs: Path | None, batch: str, threads: str | 
     cfg = SweepConfig(backend=backend, batches=tuple(parse_batches(batch)), threads=tuple(parse_threads(threads)),
                       runs=runs, warmup=warmup, memory=memory)
     check_threads(cfg)
-    rows = sweep(paths, cfg, RichReporter())
+    from deploykit.zoo import trusting_factories
+
+    with trusting_factories(trust_factory):  # --backend torch loads artifacts, whose plan.json may name a factory
+        rows = sweep(paths, cfg, RichReporter())
     rep = BenchReport(rows, {"backend": backend, "batches": list(cfg.batches), "threads": list(cfg.threads), "runs": runs,
                              "warmup": warmup, "memory": memory}, machine(), ratios(rows))
     out(_table(rows, show_threads=len(cfg.threads) > 1 or cfg.threads != (None,), show_memory=memory))

@@ -28,12 +28,17 @@ def json_option(f: F) -> F:
                         help="Write the machine-readable result to this file.")(f)
 
 
+def trust_option(f: F) -> F:
+    """``--trust-factory``: the opt-in to run a factory that a file (plan.json) names."""
+    return click.option("--trust-factory", is_flag=True,
+                        help="Let an artifact's plan.json name a package.module:function factory: deploykit imports and "
+                        "runs that code. Only for artifacts you trust; registered families (cifar:, torchvision:, ...) "
+                        "never need it, and a factory you name as MODEL yourself runs without it.")(f)
+
+
 def model_options(f: F) -> F:
     """``--weights``, ``--input-shape`` and ``--trust-factory``."""
-    f = click.option("--trust-factory", is_flag=True,
-                     help="Let an artifact's plan.json name a package.module:function factory: deploykit imports and "
-                     "runs that code. Only for artifacts you trust; registered families (cifar:, torchvision:, ...) "
-                     "never need it, and a factory you name as MODEL yourself runs without it.")(f)
+    f = trust_option(f)
     f = click.option("--input-shape", help="Example input shape, e.g. 1x3x224x224.")(f)
     return click.option("--weights", help="Weights file (.safetensors or a torch checkpoint).")(f)
 

@@ -370,11 +370,7 @@ class TrtRunner(Runner):
 
 
 def _sidecar_precision(onnx: Path) -> str:
-    from deploykit.export.onnx import sidecar_path
+    from deploykit.export.sidecar import read_sidecar, sidecar_path
 
-    p = sidecar_path(onnx)
-    if p.is_file():
-        import json
-
-        return json.loads(p.read_text()).get("precision", "fp32")
-    return "fp32"
+    # Validated like every sidecar: a damaged one is one line, not a traceback.
+    return (read_sidecar(onnx).get("precision") or "fp32") if sidecar_path(onnx).is_file() else "fp32"

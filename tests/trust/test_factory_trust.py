@@ -106,6 +106,7 @@ CLI_ENTRIES = {
     "export": lambda art, tmp, data: ["export", art, "--onnx", tmp / "m.onnx"],
     "compress": lambda art, tmp, data: ["compress", art, "--target-macs", "0.9", "--criterion", "l1", "--out", tmp / "o"],
     "profile": lambda art, tmp, data: ["profile", art, "--out", tmp / "lut.json"],
+    "bench": lambda art, tmp, data: ["bench", art, "--backend", "torch", "--runs", "1", "--warmup", "0"],
 }
 
 
@@ -155,6 +156,9 @@ def test_trust_factory_runs_it_everywhere(artifact, shards, evil, tmp_path, caps
     assert "top-1" in capsys.readouterr().out
     assert main(["export", str(art), "--onnx", str(tmp_path / "m.onnx"), "--trust-factory"]) == 0
     assert (tmp_path / "m.onnx").is_file()
+    (evil / "called").unlink()
+    assert main(["bench", str(art), "--backend", "torch", "--runs", "1", "--warmup", "0", "--trust-factory"]) == 0
+    assert (evil / "called").is_file()
     for load in (lambda: deploykit.load(str(art), trust_factory=True),
                  lambda: deploykit.build_model(str(art), trust_factory=True)):
         (evil / "called").unlink()
