@@ -93,6 +93,7 @@ def _load(path: Path) -> ctypes.CDLL:
 
 
 def _first_line(e: BaseException) -> str:
+    """The first line of an error's message (the exception's type when it has none), for one-line logs."""
     text = str(e).strip().splitlines()
     return text[0] if text else type(e).__name__
 
