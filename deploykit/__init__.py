@@ -80,7 +80,8 @@ def export_onnx(built, path: str | os.PathLike, opset: int = 17) -> dict[str, An
         raise DeployKitError(f"export_onnx: built is a {type(built).__name__}; give the BuiltModel that "
                              f"deploykit.load() or deploykit.build_model() returns{hint}")
     if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
-        raise DeployKitError(f"export_onnx: path {path!r} is not a file path; give one as a str or Path, e.g. 'model.onnx'")
+        raise DeployKitError(f"export_onnx: path {path!r} is not a file path; "
+                             "give one as a str or Path, e.g. 'model.onnx'")
     if not isinstance(opset, int) or isinstance(opset, bool):
         raise DeployKitError(f"export_onnx: opset {opset!r} is not an integer; valid: 7..22 (default 17)")
     return _export(built, path, opset=opset)

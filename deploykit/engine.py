@@ -129,7 +129,8 @@ class Engine:
         if color not in ("RGB", "BGR"):
             raise DeployKitError(f"unknown color order {color!r}; valid: RGB, BGR")
         if not _positive_int(top_k):
-            raise DeployKitError(f"Engine(top_k={top_k!r}): top_k must be a positive integer (classes per image), e.g. 5")
+            raise DeployKitError(f"Engine(top_k={top_k!r}): top_k must be a positive integer "
+                                 "(classes per image), e.g. 5")
         if max_batch is not None and not _positive_int(max_batch):
             raise DeployKitError(f"Engine(max_batch={max_batch!r}): max_batch must be a positive integer "
                                  "(images per runner call) or None (the whole batch at once)")
@@ -182,7 +183,8 @@ class Engine:
         ok = (arr.dtype == np.uint8 and arr.ndim in ((3, 4) if batch else (3,))
               and arr.shape[-1] in ok_channels and arr.shape[-3] >= 1 and arr.shape[-2] >= 1)
         if not ok:
-            raise DeployKitError(f"{where}: got a {arr.dtype} array of shape {arr.shape}; valid: {self._valid_images(batch)}")
+            raise DeployKitError(f"{where}: got a {arr.dtype} array of shape {arr.shape}; "
+                                 f"valid: {self._valid_images(batch)}")
         if arr.ndim == 4 and arr.shape[0] == 0:
             raise DeployKitError(f"{where}: got an empty batch (shape {arr.shape}); give at least one image")
 

@@ -138,7 +138,8 @@ def test_labels_shorter_than_the_outputs_are_one_line(random_onnx):
         e.labels = e.labels[:3]  # as a hand-edited sidecar would have it
         with pytest.raises(DeployKitError) as err:
             e.predict(images(1)[0])
-        assert one_line(err) == f"{random_onnx} gives 3 labels but the model has 10 outputs; give one label per output (or none)"
+        assert one_line(err) == (f"{random_onnx} gives 3 labels but the model has 10 outputs; "
+                                 "give one label per output (or none)")
 
 
 # -- public API ----------------------------------------------------------------------------------
@@ -189,7 +190,8 @@ def test_compress_takes_pathlib_paths(tmp_path):
 
 # -- the host kernel library ---------------------------------------------------------------------
 
-requires_gxx = pytest.mark.skipif(host.compiler() is None, reason="no C++ compiler: the host library cannot be built here")
+requires_gxx = pytest.mark.skipif(host.compiler() is None,
+                                  reason="no C++ compiler: the host library cannot be built here")
 
 
 @pytest.fixture
@@ -214,7 +216,8 @@ def test_a_truncated_cached_library_is_rebuilt_once(fresh_host, caplog):
         lib = fresh_host.library()
     assert lib.dk_host_abi_version() == host.ABI_VERSION and path.stat().st_size == good
     logged = _warnings(caplog)
-    assert len(logged) == 1 and f"the cached host kernel library {path} did not load" in logged[0] and "rebuilt it" in logged[0]
+    assert len(logged) == 1, logged
+    assert f"the cached host kernel library {path} did not load" in logged[0] and "rebuilt it" in logged[0]
     assert kernels.cpu_backend() is host
     assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no temporary left beside it
 
@@ -235,7 +238,8 @@ def test_a_library_that_does_not_load_after_a_rebuild_falls_back_to_numpy(fresh_
             pred = e.predict(images(2, seed=3), k=2)
     logged = _warnings(caplog)
     assert len(logged) == 1, logged
-    assert "does not load" in logged[0] and "rebuilding it failed" in logged[0] and "using the NumPy reference" in logged[0]
+    assert "does not load" in logged[0] and "rebuilding it failed" in logged[0]
+    assert "using the NumPy reference" in logged[0]
     assert len(pred) == 2 and all(len(p.indices) == 2 for p in pred)
     with pytest.raises(DeployKitError) as err:
         fresh_host.library()
