@@ -97,6 +97,8 @@ class CompressConfig(StrictConfig):
     optimizer: str = "sgd"
     weight_decay: float = Field(5e-4, ge=0, allow_inf_nan=False)
     kd: bool = False
+    teacher: str | None = None
+    teacher_weights: str | None = None
     kd_alpha: float = Field(0.5, ge=0, le=1, allow_inf_nan=False)
     kd_temperature: float = Field(4.0, gt=0, allow_inf_nan=False)
     bn_batches: int = Field(20, ge=0)

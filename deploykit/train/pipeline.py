@@ -47,7 +47,7 @@ CHECKPOINTS = "checkpoints"
 # Settings a resumed run may change: they do not alter what is computed.
 RESUMABLE_CHANGES = {"resume", "force", "checkpoint_every", "eval_data", "evaluate_base", "device"}
 # Settings naming files, compared as the files they name: --out run and --out /abs/run are one directory.
-PATH_SETTINGS = ("out", "model", "weights", "lut")
+PATH_SETTINGS = ("out", "model", "weights", "lut", "teacher", "teacher_weights")
 
 
 @dataclass
@@ -78,6 +78,10 @@ def _resolve(cfg: CompressConfig) -> _Resolved:
         raise DeployKitError("--finetune-epochs needs --data")
     if schedule.trains_while_pruning and (not cfg.data or cfg.finetune_epochs <= 0):
         raise DeployKitError(f"--schedule {cfg.schedule} prunes while fine-tuning: pass --data and --finetune-epochs")
+    if (cfg.teacher or cfg.teacher_weights) and not cfg.kd:
+        raise DeployKitError("--teacher distils: pass --kd with it")
+    if cfg.teacher_weights and not cfg.teacher:
+        raise DeployKitError("--teacher-weights needs --teacher MODEL")
     if recover_name != "none" and not cfg.data:
         raise DeployKitError(f"--recover {recover_name} needs calibration data: pass --data SPEC")
     return _Resolved(criterion, normalize, schedule, targets, schedule_name, recover, recover_name)
@@ -148,6 +152,19 @@ def _reachable(cost_model: CostModel, graph: ModelGraph, sel_cfg: SelectConfig) 
             f"{sel_cfg.round_to} and max-ratio {sel_cfg.max_ratio}; raise the target or --max-ratio"
         )
     return sel.unrounded
+
+
+def _teacher(cfg: CompressConfig, shape: tuple[int, ...] | None, student: torch.nn.Module,
+             example: torch.Tensor) -> torch.nn.Module:
+    """The model ``--kd`` distils from: ``--teacher`` when given, else the unpruned model."""
+    if cfg.teacher is None:
+        return build_model(cfg.model, weights=cfg.weights, input_shape=shape).model.to(cfg.device)
+    teacher = build_model(cfg.teacher, weights=cfg.teacher_weights, input_shape=shape).model
+    widths = [model_classes(m, example) for m in (teacher, student)]
+    if widths[0] != widths[1]:
+        raise DeployKitError(f"--teacher {cfg.teacher} has {widths[0]} outputs, the model {widths[1]}: "
+                             "distillation needs the same classes")
+    return teacher.to(cfg.device)
 
 
 def _rng_states() -> dict[str, torch.Tensor]:
@@ -235,7 +252,7 @@ class _Run:
         total = max(1, round(cfg.finetune_epochs * steps_per_epoch)) if cfg.finetune_epochs > 0 else 0
         trainer = stream = None
         if total > 0:
-            teacher = build_model(cfg.model, weights=cfg.weights, input_shape=shape).model.to(cfg.device) if cfg.kd else None
+            teacher = _teacher(cfg, shape, model, example) if cfg.kd else None
             tcfg = TrainConfig(epochs=cfg.finetune_epochs, lr=cfg.lr, batch_size=cfg.batch_size, weight_decay=cfg.weight_decay,
                                optimizer=cfg.optimizer, seed=cfg.seed, augment=pre.size[0] >= 32, kd_alpha=cfg.kd_alpha,
                                kd_temperature=cfg.kd_temperature)
@@ -413,7 +430,7 @@ class _Run:
             "finetune_epochs": cfg.finetune_epochs,
             "iterations": {"budget": total, "pruning": job.state.pruned_at, "done": job.state.iteration},
             "training": {"batch_size": cfg.batch_size, "lr": cfg.lr, "optimizer": cfg.optimizer, "kd": cfg.kd,
-                         "kd_alpha": cfg.kd_alpha, "kd_temperature": cfg.kd_temperature, "seed": cfg.seed},
+                         "teacher": cfg.teacher, "kd_alpha": cfg.kd_alpha, "kd_temperature": cfg.kd_temperature, "seed": cfg.seed},
             "interval": cfg.interval if self.rs.schedule.trains_while_pruning else None,
             "channels_per_step": cfg.channels_per_step if self.rs.schedule.trains_while_pruning else None,
             "prune_within": cfg.prune_within if self.rs.schedule.trains_while_pruning else None,
