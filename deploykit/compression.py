@@ -111,6 +111,7 @@ class CompressConfig(StrictConfig):
     seed: int = 0
     force: bool = False
     evaluate_base: bool = True
+    evaluate_stages: bool = True  # top-1 after pruning and after BN recalibration (costs time, changes nothing)
 
     @model_validator(mode="before")
     @classmethod

@@ -45,7 +45,7 @@ from deploykit.zoo import build_model, check_input, parse_shape
 
 CHECKPOINTS = "checkpoints"
 # Settings a resumed run may change: they do not alter what is computed.
-RESUMABLE_CHANGES = {"resume", "force", "checkpoint_every", "eval_data", "evaluate_base", "device"}
+RESUMABLE_CHANGES = {"resume", "force", "checkpoint_every", "eval_data", "evaluate_base", "evaluate_stages", "device"}
 # Settings naming files, compared as the files they name: --out run and --out /abs/run are one directory.
 PATH_SETTINGS = ("out", "model", "weights", "lut", "teacher", "teacher_weights")
 
@@ -341,10 +341,13 @@ class _Run:
                 task.advance()
 
     def _on_pruned(self, job: Job, pre) -> None:
-        job.state.stages["after_pruning"] = self._evaluate_all(job.model, pre)
+        stages = self.cfg.evaluate_stages
+        if stages:
+            job.state.stages["after_pruning"] = self._evaluate_all(job.model, pre)
         if self.data.train is not None and self.cfg.bn_batches > 0:
             recalibrate_bn(job.model, self.data.train, pre, num_batches=self.cfg.bn_batches, device=self.cfg.device)
-            job.state.stages["after_bn_recalibration"] = self._evaluate_all(job.model, pre)
+            if stages:
+                job.state.stages["after_bn_recalibration"] = self._evaluate_all(job.model, pre)
         r = job.ratios()
         self.rep.log(f"targets met at iteration {job.state.iteration}: {job.removed_channels} channels removed, "
                      f"MACs {r['macs']:.3f}, params {r['params']:.3f}, memory {r['activation_bytes']:.3f} of the base")
