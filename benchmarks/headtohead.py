@@ -1,0 +1,510 @@
+"""deploykit at its defaults against Torch-Pruning at its best: CIFAR ResNets, same MACs, same recipe, 3 seeds.
+
+Cells: ResNet-20 and ResNet-56 at 0.5 and 0.35 of the MACs (``r20-macs0.5`` ...), and
+ResNet-56 at an equal *measured* latency of 0.5 of the base (``r56-lat0.5``: ONNX Runtime
+CPU, batch 1, 1 thread). Budgets: 1 and 3 epochs of the 50k JPEG75 training set.
+
+Rows:
+  deploykit    exactly ``deploykit compress cifar:resnetN --weights W --target-macs R
+               --data cifar10:DIR:train:jpeg75 --finetune-epochs E --kd --seed S`` (the Python
+               API with the same settings; only the evaluations of the base model and of the
+               stages before fine-tuning are skipped, which changes nothing but time). ``dk-*`` rows: the same with one setting
+               changed (the ablation of the defaults).
+  tp-*         Torch-Pruning 1.6's ``BasePruner`` with ``round_to=8`` (its own option for
+               fast widths), ``GroupMagnitudeImportance(p=2)`` or ``GroupTaylorImportance``
+               (gradients of the cross-entropy on the same 8 calibration batches of 64 that
+               deploykit's one-shot Fisher scores on), global or local ranking, and
+               ``iterative_steps`` (importance re-estimated between steps, as its docs
+               recommend). It is given deploykit's pruner for the option-A shortcut so it
+               prunes the whole network as deploykit does. Its pruning ratio is bisected until
+               the measured MACs are at most the target and as close to it as its chunks allow
+               (or, for the latency cell, the measured latency ratio). The pruned model is then
+               fine-tuned by deploykit's own ``compress`` with nothing left to remove
+               (``--target-macs 1``), distilled from the unpruned model (``--teacher``): the
+               same BatchNorm recalibration, loop, batches, augmentation, KD and seed as the
+               deploykit row.
+  control      the unpruned model fine-tuned by the same recipe (``--target-macs 1``).
+
+Top-1 on the lossless 1k and the JPEG75 10k test images; MACs from deploykit's cost model
+(both tools' models measured by the same code); latency: each finished model exported to
+ONNX and timed against the base, interleaved, in a separate phase that runs alone.
+
+Every row is a separate process (``--workers`` at a time, one torch thread each) and its
+result is cached in ``--work`` under a key of the code version (a hash of the deploykit
+package and this script, plus the torch and Torch-Pruning versions) and every setting; a
+rerun skips finished rows, so the grid may be finished over several sessions. Rows of
+another code version are never mixed into a table: ``--render`` reports them as missing.
+
+    .venv/bin/python benchmarks/headtohead.py --work /tmp/dk-h2h --cells r20-macs0.5 --epochs 1 \\
+        --seeds 0,1,2 --rows deploykit,tp-mag-global,tp-taylor-global,control --workers 2
+    .venv/bin/python benchmarks/headtohead.py --work /tmp/dk-h2h --render --out benchmarks/results/headtohead.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+WEIGHTS = {"resnet20": "resnet20-12fca82f.th", "resnet56": "resnet56-4bfd9763.th"}
+CELLS: dict[str, tuple[str, str, float]] = {
+    "r20-macs0.5": ("resnet20", "macs", 0.5),
+    "r20-macs0.35": ("resnet20", "macs", 0.35),
+    "r56-macs0.5": ("resnet56", "macs", 0.5),
+    "r56-macs0.35": ("resnet56", "macs", 0.35),
+    "r56-lat0.5": ("resnet56", "latency", 0.5),
+}
+TP_ROUND_TO = 8
+CALIB_BATCHES, BATCH = 8, 64  # deploykit's defaults: the calibration Taylor scores on
+LAT_RUNS, LAT_WARMUP = 300, 30
+TP_ENV = "DK_H2H_TP_HISTORY"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One method. ``kind``: deploykit (CLI defaults + ``args``), tp, or control."""
+
+    kind: str
+    args: dict[str, Any] = field(default_factory=dict)
+    importance: str = ""
+    global_pruning: bool = False
+    steps: int = 1
+    note: str = ""
+
+
+ROWS: dict[str, Row] = {
+    "deploykit": Row("deploykit", note="the defaults"),
+    "control": Row("control", note="unpruned, same fine-tuning"),
+    **{f"tp-{imp}-{scope}{'' if steps == 1 else f'-it{steps}'}": Row("tp", importance=imp, global_pruning=scope == "global",
+                                                                    steps=steps)
+       for imp in ("mag", "taylor") for scope in ("global", "local") for steps in (1, 5)},
+    # Ablation of deploykit's defaults: one setting changed each.
+    "dk-norm-flops": Row("deploykit", {"normalize": "flops"}),
+    "dk-norm-none": Row("deploykit", {"normalize": "none"}),
+    "dk-norm-params": Row("deploykit", {"normalize": "params"}),
+    "dk-l1": Row("deploykit", {"criterion": "l1"}),
+    "dk-l2": Row("deploykit", {"criterion": "l2"}),
+    "dk-taylor": Row("deploykit", {"criterion": "taylor"}),
+    "dk-calib32": Row("deploykit", {"calib_batches": 32}),
+    "dk-progressive": Row("deploykit", {"schedule": "progressive", "prune_within": 0.5}),
+    "dk-progressive-flops": Row("deploykit", {"schedule": "progressive", "prune_within": 0.5, "normalize": "flops"}),
+    "dk-rt1": Row("deploykit", {"round_to": 1}),
+    "dk-kd0.9": Row("deploykit", {"kd_alpha": 0.9}),
+    "dk-lr0.02": Row("deploykit", {"lr": 0.02}),
+}
+
+
+def code_version() -> str:
+    """Hash of what determines a row's result: the deploykit package, this script, torch and Torch-Pruning."""
+    import importlib.metadata as md
+
+    h = hashlib.sha256()
+    for p in sorted((ROOT / "deploykit").rglob("*.py")) + [Path(__file__).resolve()]:
+        h.update(str(p.relative_to(ROOT)).encode())
+        h.update(p.read_bytes())
+    for pkg in ("torch", "torch-pruning", "onnxruntime"):
+        h.update(f"{pkg}={md.version(pkg)}".encode())
+    return h.hexdigest()[:12]
+
+
+def git_commit() -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "deploykit", "benchmarks/headtohead.py"], cwd=ROOT,
+                               capture_output=True, text=True).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except OSError:
+        return "unknown"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One row of the grid: a method on a cell, at a budget, with a seed."""
+
+    row: str
+    cell: str
+    epochs: float
+    seed: int
+
+    def settings(self, version: str) -> dict[str, Any]:
+        return {"job": asdict(self), "row": asdict(ROWS[self.row]), "cell": CELLS[self.cell], "version": version}
+
+    def key(self, version: str) -> str:
+        digest = hashlib.sha256(json.dumps(self.settings(version), sort_keys=True).encode()).hexdigest()[:10]
+        return f"{self.cell}_e{self.epochs:g}_s{self.seed}_{self.row}_{digest}"
+
+
+# -- one job, in its own process -----------------------------------------------------------------------------------
+
+
+def _specs(data: Path) -> tuple[str, str, str]:
+    cifar = data / "cifar10"
+    return f"cifar10:{cifar}:train:jpeg75", f"cifar10:{cifar}:test:jpeg75", f"cifar10:{cifar}:test:lossless"
+
+
+def _weights(data: Path, model: str) -> str:
+    return str(data / "weights" / WEIGHTS[model])
+
+
+def _summary(report: dict[str, Any], data: Path) -> dict[str, Any]:
+    _, jpeg, lossless = _specs(data)
+    ev = report["eval"]
+    return {"top1": {"jpeg_10k": ev[jpeg]["final"], "lossless_1k": ev[lossless]["final"]},
+            "stages": {"jpeg_10k": ev[jpeg], "lossless_1k": ev[lossless]},
+            "macs": report["ratios"]["macs"], "params": report["ratios"]["params"],
+            "memory": report["ratios"]["activation_bytes"], "seconds": report.get("seconds")}
+
+
+def _compress(job: Job, out: Path, data: Path, model_spec: str, weights: str, targets: dict[str, float],
+              **extra: Any) -> dict[str, Any]:
+    import deploykit
+
+    train, _, lossless = _specs(data)
+    return deploykit.compress(model=model_spec, weights=weights, out=str(out), force=True, data=train,
+                              eval_data=[lossless], finetune_epochs=job.epochs, kd=True, seed=job.seed,
+                              evaluate_base=False, evaluate_stages=False, **{f"target_{k}": v for k, v in targets.items()}, **extra)
+
+
+def run_deploykit(job: Job, work: Path, data: Path) -> dict[str, Any]:
+    model, kind, target = CELLS[job.cell]
+    row = ROWS[job.row]
+    out = work / "artifacts" / job.key(VERSION)
+    targets = {"macs": 1.0} if row.kind == "control" else {kind: target}
+    extra = {"criterion": "l1"} if row.kind == "control" else dict(row.args)  # nothing to rank in the control
+    report = _compress(job, out, data, f"cifar:{model}", _weights(data, model), targets, **extra)
+    return {**_summary(report, data), "artifact": str(out)}
+
+
+def _tp_prune(model: str, importance: str, global_pruning: bool, steps: int, ratio: float, calib: list, seed: int):
+    """A copy of the pretrained model pruned by Torch-Pruning at ``ratio``; returns (model, history)."""
+    import torch
+    import torch_pruning as tp
+
+    from deploykit.graph.pruners import customized_pruners
+    from deploykit.zoo import build_model
+
+    built = build_model(f"cifar:{model}", weights=_weights(DATA, model))
+    net, example = built.model.eval(), built.example_input()
+    imp = tp.importance.GroupTaylorImportance() if importance == "taylor" else tp.importance.GroupMagnitudeImportance(p=2)
+    pruner = tp.pruner.BasePruner(net, example, importance=imp, pruning_ratio=ratio, iterative_steps=steps,
+                                  global_pruning=global_pruning, round_to=TP_ROUND_TO, ignored_layers=[net.linear],
+                                  customized_pruners=customized_pruners())
+    for _ in range(steps):
+        if importance == "taylor":
+            net.zero_grad()
+            for x, y in calib:
+                torch.nn.functional.cross_entropy(net(x), y).backward()
+        pruner.step()
+    net.zero_grad(set_to_none=True)
+    return net, example, [list(h) for h in pruner.pruning_history()]
+
+
+def tp_pruned():
+    """Factory for ``compress``: the CIFAR ResNet with a Torch-Pruning history (``$DK_H2H_TP_HISTORY``) replayed."""
+    import torch_pruning as tp
+
+    from deploykit.graph.pruners import customized_pruners
+    from deploykit.zoo import build_model
+
+    doc = json.loads(Path(os.environ[TP_ENV]).read_text())
+    built = build_model(f"cifar:{doc['model']}", pretrained=False)
+    net, example = built.model.eval(), built.example_input()
+    dg = tp.DependencyGraph().build_dependency(net, example, customized_pruners=customized_pruners())
+    dg.load_pruning_history([tuple(h) for h in doc["history"]])
+    return net
+
+
+tp_pruned.input_shape = (1, 3, 32, 32)  # a factory's declared input: the CIFAR preprocessing (32x32, ImageNet mean/std)
+
+
+def run_tp(job: Job, work: Path, data: Path) -> dict[str, Any]:
+    import torch
+    from safetensors.torch import save_file
+
+    import deploykit
+    from deploykit.data import batches, load_dataset
+    from deploykit.graph.costs import measure
+    from deploykit.zoo import build_model
+
+    model, kind, target = CELLS[job.cell]
+    row = ROWS[job.row]
+    torch.manual_seed(job.seed)
+    train_spec, _, _ = _specs(data)
+    base = build_model(f"cifar:{model}", weights=_weights(data, model))
+    pre = base.preprocess
+    calib = list(batches(load_dataset(train_spec), pre, BATCH, shuffle=True, seed=job.seed, limit=CALIB_BATCHES))
+    base_macs = measure(base.model, base.example_input()).macs
+    base_onnx = base_model_onnx(model, work, data)
+
+    def cost(ratio: float) -> tuple[float, Any]:
+        net, example, hist = _tp_prune(model, row.importance, row.global_pruning, row.steps, ratio, calib, job.seed)
+        if kind == "macs":
+            return measure(net, example).macs / base_macs, (net, hist)
+        return _latency_of(net, example, pre, base_onnx, work), (net, hist)
+
+    # The largest ratio whose cost is over the target is lo; the smallest meeting it is hi.
+    lo, hi, best = 0.0, 0.95, None
+    for _ in range(14 if kind == "macs" else 9):
+        mid = (lo + hi) / 2
+        c, found = cost(mid)
+        if c <= target:
+            hi, best = mid, (c, found)
+        else:
+            lo = mid
+    if best is None:
+        best = (cost(hi)[0], cost(hi)[1])
+    achieved, (net, hist) = best
+    tp_dir = work / "tp" / job.key(VERSION)
+    tp_dir.mkdir(parents=True, exist_ok=True)
+    (tp_dir / "history.json").write_text(json.dumps({"model": model, "history": hist}))
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tp_dir / "pruned.safetensors"))
+    os.environ[TP_ENV] = str(tp_dir / "history.json")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    out = work / "artifacts" / job.key(VERSION)
+    report = _compress(job, out, data, "headtohead:tp_pruned", str(tp_dir / "pruned.safetensors"),
+                       {"macs": 1.0}, criterion="l1", teacher=f"cifar:{model}",
+                       teacher_weights=_weights(data, model))
+    summary = _summary(report, data)
+    # compress measured its ratios against the already pruned model: restate them against the base.
+    pruned = measure(net, base.example_input())
+    base_costs = measure(base.model, base.example_input())
+    r = pruned.ratio(base_costs)
+    summary.update(macs=r["macs"], params=r["params"], memory=r["activation_bytes"], tp_ratio=round(hi, 5),
+                   tp_search_cost=achieved, artifact=str(out))
+    return summary
+
+
+def base_model_onnx(model: str, work: Path, data: Path) -> Path:
+    """The pretrained base model's ONNX (the latency reference), written once."""
+    import deploykit
+    from deploykit.zoo import build_model
+
+    path = work / f"base-{model}.onnx"
+    if not path.is_file():
+        deploykit.export_onnx(build_model(f"cifar:{model}", weights=_weights(data, model)), path)
+    return path
+
+
+def _latency_of(net, example, pre, base_onnx: Path, work: Path) -> float:
+    import tempfile
+
+    import deploykit
+    from deploykit.bench.latency import bench_onnx
+    from deploykit.zoo.base import BuiltModel
+
+    with tempfile.TemporaryDirectory(dir=work) as tmp:
+        onnx = Path(tmp) / "m.onnx"
+        deploykit.export_onnx(BuiltModel(model=net.eval(), spec="tp", input_shape=tuple(example.shape), preprocess=pre), onnx)
+        res = bench_onnx([base_onnx, onnx], [1], runs=LAT_RUNS // 2, warmup=LAT_WARMUP, threads=1)
+    p50 = {r.model: r.p50_ms for r in res}
+    return p50[str(onnx)] / p50[str(base_onnx)]
+
+
+def time_artifact(job: Job, work: Path, data: Path, result: dict[str, Any]) -> float:
+    """Measured p50 latency ratio (ONNX Runtime CPU, batch 1, 1 thread) of a finished row against its base."""
+    import deploykit
+    from deploykit.bench.latency import bench_onnx
+
+    model = CELLS[job.cell][0]
+    base = base_model_onnx(model, work, data)
+    onnx = work / "onnx" / f"{job.key(VERSION)}.onnx"
+    if not onnx.is_file():
+        onnx.parent.mkdir(parents=True, exist_ok=True)
+        if ROWS[job.row].kind == "tp":
+            os.environ[TP_ENV] = str(work / "tp" / job.key(VERSION) / "history.json")
+            sys.path.insert(0, str(Path(__file__).resolve().parent))
+        deploykit.export_onnx(deploykit.load(result["artifact"], trust_factory=True), onnx)
+    res = bench_onnx([base, onnx], [1], runs=LAT_RUNS, warmup=LAT_WARMUP, threads=1)
+    p50 = {r.model: r.p50_ms for r in res}
+    return p50[str(onnx)] / p50[str(base)]
+
+
+RUNNERS = {"deploykit": run_deploykit, "control": run_deploykit, "tp": run_tp}
+
+
+def one(job: Job, work: Path, data: Path, phase: str) -> None:
+    """Run a job (or its timing) in this process and write its result file."""
+    import torch
+
+    torch.set_num_threads(1)
+    path = result_path(work, job)
+    if phase == "train":
+        t0 = time.perf_counter()
+        res = RUNNERS[ROWS[job.row].kind](job, work, data)
+        res.update(seconds_total=round(time.perf_counter() - t0, 1), settings=job.settings(VERSION), commit=git_commit(),
+                   finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    else:
+        res = json.loads(path.read_text())
+        res["latency"] = round(time_artifact(job, work, data, res), 4)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(res, indent=1))
+    tmp.replace(path)
+
+
+def result_path(work: Path, job: Job) -> Path:
+    return work / "rows" / f"{job.key(VERSION)}.json"
+
+
+def load_result(work: Path, job: Job) -> dict[str, Any] | None:
+    p = result_path(work, job)
+    return json.loads(p.read_text()) if p.is_file() else None
+
+
+# -- the grid ------------------------------------------------------------------------------------------------------
+
+
+def launch(job: Job, args: argparse.Namespace, phase: str) -> tuple[Job, int, float]:
+    t0 = time.perf_counter()
+    log = Path(args.work) / "logs" / f"{job.key(VERSION)}.{phase}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    if args.cache:
+        env["DEPLOYKIT_CACHE"] = args.cache
+    cmd = [sys.executable, __file__, "--job", json.dumps(asdict(job)), "--phase", phase, "--work", args.work,
+           "--data", str(args.data)]
+    with log.open("w") as f:
+        rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
+    return job, rc, time.perf_counter() - t0
+
+
+def grid(args: argparse.Namespace) -> list[Job]:
+    return [Job(row, cell, float(e), int(s)) for cell in args.cells.split(",") for e in args.epochs.split(",")
+            for row in args.rows.split(",") for s in args.seeds.split(",")]
+
+
+def run_grid(args: argparse.Namespace) -> None:
+    work = Path(args.work)
+    jobs = [j for j in grid(args) if load_result(work, j) is None]
+    # Latency cells time models while they prune: they run alone, after the rest.
+    shared, alone = [j for j in jobs if CELLS[j.cell][1] != "latency"], [j for j in jobs if CELLS[j.cell][1] == "latency"]
+    print(f"code version {VERSION} ({git_commit()}): {len(jobs)} rows to run", flush=True)
+    for batch, workers in ((shared, args.workers), (alone, 1)):
+        with ThreadPoolExecutor(workers) as pool:
+            for job, rc, s in pool.map(lambda j: launch(j, args, "train"), batch):
+                print(f"[{time.strftime('%H:%M:%S')}] {job.key(VERSION)}: {'ok' if rc == 0 else f'FAILED rc={rc}'} "
+                      f"({s / 60:.1f} min)", flush=True)
+    # Timing runs alone: nothing else loads the machine while a latency is measured.
+    for job in grid(args):
+        res = load_result(work, job)
+        if res is not None and "latency" not in res:
+            _, rc, _ = launch(job, args, "time")
+            print(f"[{time.strftime('%H:%M:%S')}] timed {job.key(VERSION)}: {'ok' if rc == 0 else f'FAILED rc={rc}'}",
+                  flush=True)
+
+
+# -- the table -----------------------------------------------------------------------------------------------------
+
+
+def _ms(values: list[float], nd: int = 2) -> str:
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.{nd}f}"
+    return f"{statistics.mean(values):.{nd}f} ± {statistics.stdev(values):.{nd}f}"
+
+
+def render(args: argparse.Namespace) -> str:
+    work = Path(args.work)
+    jobs = grid(args)
+    results = {j: load_result(work, j) for j in jobs}
+    missing = [j for j, r in results.items() if r is None]
+    rows = args.rows.split(",")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    lines = [
+        "# deploykit (defaults) vs Torch-Pruning (best settings): CIFAR ResNets at equal MACs / latency",
+        "",
+        f"Command: `{' '.join(['.venv/bin/python', 'benchmarks/headtohead.py', *sys.argv[1:]])}`",
+        "",
+        f"Code version {VERSION} (commit {git_commit()}); machine: {platform.machine()} CPU, 2 cores, one torch thread "
+        f"per row, two rows at a time; Python {platform.python_version()}. Date: {datetime.now(timezone.utc).date()}.",
+        "",
+        "Recipe (every row): KD from the unpruned model ((1-α)·CE + α·T²·KL, α 0.5, T 4), SGD nesterov momentum 0.9, "
+        "peak LR 0.01 cosine, weight decay 5e-4, batch 64, random crop + flip, BatchNorm recalibration on 20 batches "
+        "after pruning; the 50k JPEG75 training set. Top-1: lossless 1k / JPEG75 10k test images, mean ± std over "
+        f"seeds {', '.join(map(str, seeds))}. Δ: the paired difference deploykit − row per seed (mean ± std). MACs and "
+        "latency: ratios to the base model; latency is ONNX Runtime CPU p50, batch 1, 1 thread, "
+        f"{LAT_RUNS} runs interleaved with the base.",
+        "",
+    ]
+    if missing:
+        lines += [f"**Partial table: {len(missing)} of {len(jobs)} rows are missing** (not run yet at this code version).", ""]
+    for cell in args.cells.split(","):
+        model, kind, target = CELLS[cell]
+        for e in args.epochs.split(","):
+            lines += [f"## {model}, {kind} {target}, {float(e):g} epoch(s)", "",
+                      "| row | lossless 1k | JPEG75 10k | Δ lossless | Δ JPEG | MACs | latency | seeds |",
+                      "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+            ref = {s: results.get(Job("deploykit", cell, float(e), s)) for s in seeds}
+            for row in rows:
+                got = {s: results.get(Job(row, cell, float(e), s)) for s in seeds}
+                done = {s: r for s, r in got.items() if r is not None}
+                if not done:
+                    lines.append(f"| {row} | missing | | | | | | 0 |")
+                    continue
+
+                def col(key: str, rs=done) -> list[float]:
+                    return [r["top1"][key] for r in rs.values()]
+
+                def delta(key: str) -> str:
+                    pairs = [ref[s]["top1"][key] - r["top1"][key] for s, r in done.items() if ref.get(s)]
+                    return "-" if row == "deploykit" or not pairs else _ms(pairs)
+
+                lat = [r["latency"] for r in done.values() if "latency" in r]
+                lines.append(f"| {row} | {_ms(col('lossless_1k'))} | {_ms(col('jpeg_10k'))} | {delta('lossless_1k')} | "
+                             f"{delta('jpeg_10k')} | {_ms([r['macs'] for r in done.values()], 3)} | {_ms(lat, 3)} | {len(done)} |")
+            lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    global DATA
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, default=SHARED)
+    p.add_argument("--work", default="/tmp/dk-h2h")
+    p.add_argument("--cells", default=",".join(CELLS))
+    p.add_argument("--epochs", default="1,3")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--rows", default="deploykit,tp-mag-global,tp-taylor-global,control")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--cache", help="DEPLOYKIT_CACHE for the rows (the latency table is measured once there).")
+    p.add_argument("--render", action="store_true", help="Write the table from the finished rows only.")
+    p.add_argument("--out", type=Path, help="Markdown file for --render (default: stdout).")
+    p.add_argument("--job", help=argparse.SUPPRESS)
+    p.add_argument("--phase", default="train", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    DATA = args.data
+    if args.job:
+        one(Job(**json.loads(args.job)), Path(args.work), args.data, args.phase)
+        return
+    unknown = [r for r in args.rows.split(",") if r not in ROWS] + [c for c in args.cells.split(",") if c not in CELLS]
+    if unknown:
+        sys.exit(f"unknown rows/cells {unknown}; valid rows: {', '.join(ROWS)}; cells: {', '.join(CELLS)}")
+    if args.render:
+        text = render(args)
+        if args.out:
+            args.out.write_text(text + "\n")
+        else:
+            print(text)
+        return
+    run_grid(args)
+
+
+DATA = SHARED
+VERSION = code_version()
+
+if __name__ == "__main__":
+    main()
