@@ -30,9 +30,10 @@ Top-1 on the lossless 1k and the JPEG75 10k test images; MACs from deploykit's c
 ONNX and timed against the base, interleaved, in a separate phase that runs alone.
 
 Every row is a separate process (``--workers`` at a time, one torch thread each) and its
-result is cached in ``--work`` under a key of the code version (a hash of the deploykit
-package and this script, plus the torch and Torch-Pruning versions) and every setting; a
-rerun skips finished rows, so the grid may be finished over several sessions. Rows of
+result is cached in ``--results`` (committed) under a key of the code version (a hash of the
+deploykit package, the job code's ``JOB_VERSION``, and the torch, Torch-Pruning and ONNX Runtime
+versions) and every setting; a rerun skips finished rows, so the grid may be finished over
+several sessions and machines. Rows of
 another code version are never mixed into a table: ``--render`` reports them as missing.
 
     .venv/bin/python benchmarks/headtohead.py --work /tmp/dk-h2h --cells r20-macs0.5 --epochs 1 \\
@@ -107,12 +108,17 @@ ROWS: dict[str, Row] = {
 }
 
 
+# Bumped by hand whenever what a row computes changes (the job functions below); the table code is not hashed,
+# so improving the rendering does not throw the finished rows away.
+JOB_VERSION = 1
+
+
 def code_version() -> str:
-    """Hash of what determines a row's result: the deploykit package, this script, torch and Torch-Pruning."""
+    """Hash of what determines a row's result: the deploykit package, JOB_VERSION, torch and Torch-Pruning."""
     import importlib.metadata as md
 
-    h = hashlib.sha256()
-    for p in sorted((ROOT / "deploykit").rglob("*.py")) + [Path(__file__).resolve()]:
+    h = hashlib.sha256(f"job-version={JOB_VERSION}".encode())
+    for p in sorted((ROOT / "deploykit").rglob("*.py")):
         h.update(str(p.relative_to(ROOT)).encode())
         h.update(p.read_bytes())
     for pkg in ("torch", "torch-pruning", "onnxruntime"):
@@ -356,7 +362,8 @@ def one(job: Job, work: Path, data: Path, phase: str) -> None:
 
 
 def result_path(work: Path, job: Job) -> Path:
-    return work / "rows" / f"{job.key(VERSION)}.json"
+    """Rows live in the repository (``--results``), so a grid can span sessions and machines; artifacts in ``work``."""
+    return RESULTS / f"{job.key(VERSION)}.json"
 
 
 def load_result(work: Path, job: Job) -> dict[str, Any] | None:
@@ -375,7 +382,7 @@ def launch(job: Job, args: argparse.Namespace, phase: str) -> tuple[Job, int, fl
     if args.cache:
         env["DEPLOYKIT_CACHE"] = args.cache
     cmd = [sys.executable, __file__, "--job", json.dumps(asdict(job)), "--phase", phase, "--work", args.work,
-           "--data", str(args.data)]
+           "--data", str(args.data), "--results", str(RESULTS)]
     with log.open("w") as f:
         rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
     return job, rc, time.perf_counter() - t0
@@ -400,7 +407,8 @@ def run_grid(args: argparse.Namespace) -> None:
     # Timing runs alone: nothing else loads the machine while a latency is measured.
     for job in grid(args):
         res = load_result(work, job)
-        if res is not None and "latency" not in res:
+        # A row finished in another session has its artifact there: it keeps no latency rather than a wrong one.
+        if res is not None and "latency" not in res and Path(res["artifact"]).is_dir():
             _, rc, _ = launch(job, args, "time")
             print(f"[{time.strftime('%H:%M:%S')}] timed {job.key(VERSION)}: {'ok' if rc == 0 else f'FAILED rc={rc}'}",
                   flush=True)
@@ -471,10 +479,11 @@ def render(args: argparse.Namespace) -> str:
 
 
 def main() -> None:
-    global DATA
+    global DATA, RESULTS
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=SHARED)
-    p.add_argument("--work", default="/tmp/dk-h2h")
+    p.add_argument("--work", default="/tmp/dk-h2h", help="Artifacts, ONNX files and logs (large, not committed).")
+    p.add_argument("--results", type=Path, default=RESULTS, help="One JSON per finished row (committed).")
     p.add_argument("--cells", default=",".join(CELLS))
     p.add_argument("--epochs", default="1,3")
     p.add_argument("--seeds", default="0,1,2")
@@ -486,7 +495,7 @@ def main() -> None:
     p.add_argument("--job", help=argparse.SUPPRESS)
     p.add_argument("--phase", default="train", help=argparse.SUPPRESS)
     args = p.parse_args()
-    DATA = args.data
+    DATA, RESULTS = args.data, args.results
     if args.job:
         one(Job(**json.loads(args.job)), Path(args.work), args.data, args.phase)
         return
@@ -504,6 +513,7 @@ def main() -> None:
 
 
 DATA = SHARED
+RESULTS = ROOT / "benchmarks" / "results" / "headtohead_rows"
 VERSION = code_version()
 
 if __name__ == "__main__":
