@@ -59,6 +59,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+# This checkout's deploykit, not the one the venv was installed from: a grid runs from a pinned worktree.
+sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared" / "data"
 WEIGHTS = {"resnet20": "resnet20-12fca82f.th", "resnet56": "resnet56-4bfd9763.th"}
 CELLS: dict[str, tuple[str, str, float]] = {
@@ -345,6 +347,9 @@ def one(job: Job, work: Path, data: Path, phase: str) -> None:
     """Run a job (or its timing) in this process and write its result file."""
     import torch
 
+    import deploykit
+
+    assert Path(deploykit.__file__).resolve().is_relative_to(ROOT), f"{deploykit.__file__} is not this checkout's"
     torch.set_num_threads(1)
     path = result_path(work, job)
     if phase == "train":
