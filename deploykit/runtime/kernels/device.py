@@ -16,6 +16,8 @@ import numpy as np
 
 from deploykit.errors import DeployKitError
 from deploykit.runtime.cuda import CudaApi, cuda_api, gpu_status
+from deploykit.runtime.kernels.detection import (DetectionArrays, DetectSettings, check_geometry, check_head,
+                                                 make_detect_params, split_outputs)
 from deploykit.runtime.kernels.nvrtc import compile_cubin
 from deploykit.runtime.kernels.params import check_images, make_params
 from deploykit.zoo.base import Preprocess
@@ -39,7 +41,11 @@ class DeviceKernels:
         self._pre = self.api.function(pre_mod, "dk_preprocess")
         self._topk = self.api.function(post_mod, "dk_softmax_topk")
         self._argmax = self.api.function(post_mod, "dk_argmax_channels")
-        self._modules = (pre_mod, post_mod)
+        nms_mod = self.api.load_module(compile_cubin("nms.cu", self.arch)[0])
+        self._decode = self.api.function(nms_mod, "dk_detect_decode")
+        self._rank = self.api.function(nms_mod, "dk_detect_rank")
+        self._nms = self.api.function(nms_mod, "dk_detect_nms")
+        self._modules = (pre_mod, post_mod, nms_mod)
         self._local = threading.local()
 
     def _stream(self):
@@ -116,6 +122,42 @@ class DeviceKernels:
         return labels
 
 
+    def detect(self, pred: np.ndarray, geometry: np.ndarray, settings: DetectSettings) -> list[DetectionArrays]:
+        """YOLO decode + class-aware NMS on the GPU (see the host backend): three launches per batch."""
+        x = check_head(pred)
+        n, _, anchors = x.shape
+        geom = check_geometry(geometry, n)
+        params = make_detect_params(x, settings)
+        k, m = settings.max_det, settings.max_candidates
+        boxes, scores = np.empty((n, k, 4), np.float32), np.empty((n, k), np.float32)
+        classes, counts = np.empty((n, k), np.int32), np.empty(n, np.int32)
+        stream = self._stream()
+        sizes = {"pred": x.nbytes, "geom": geom.nbytes, "cand_box": n * anchors * 16, "cand_score": n * anchors * 4,
+                 "cand_cls": n * anchors * 4, "order": n * m * 4, "removed": n * m, "boxes": boxes.nbytes,
+                 "scores": scores.nbytes, "classes": classes.nbytes, "counts": counts.nbytes}
+        buf = {name: self.api.malloc(max(size, 4)) for name, size in sizes.items()}
+        try:
+            self.api.htod(buf["pred"], x, stream)
+            self.api.htod(buf["geom"], geom, stream)
+            if anchors and n:
+                grid = (-(-anchors // BLOCK_1D), n, 1)
+                self.api.launch(self._decode, grid, (BLOCK_1D, 1, 1),
+                                [params, buf["pred"], buf["cand_box"], buf["cand_score"], buf["cand_cls"]], stream)
+                self.api.launch(self._rank, grid, (BLOCK_1D, 1, 1),
+                                [params, buf["cand_score"], buf["cand_cls"], buf["order"]], stream)
+            if n:
+                self.api.launch(self._nms, (n, 1, 1), (BLOCK_1D, 1, 1),
+                                [params, buf["geom"], buf["cand_box"], buf["cand_score"], buf["cand_cls"], buf["order"],
+                                 buf["removed"], buf["boxes"], buf["scores"], buf["classes"], buf["counts"]], stream)
+            for name, arr in (("boxes", boxes), ("scores", scores), ("classes", classes), ("counts", counts)):
+                self.api.dtoh(arr, buf[name], stream)
+            self.api.synchronize(stream)
+        finally:
+            for b in buf.values():
+                self.api.free(b)
+        return split_outputs(boxes, scores, classes, counts)
+
+
 @functools.lru_cache(maxsize=1)
 def kernels() -> DeviceKernels:
     """The process-wide kernels for device 0 (compiled and loaded once)."""
@@ -136,3 +178,8 @@ def softmax_topk(logits: np.ndarray, k: int):
 def argmax_channels(logits: np.ndarray) -> np.ndarray:
     """Module-level form, matching the host backend's signature."""
     return kernels().argmax_channels(logits)
+
+
+def detect(pred: np.ndarray, geometry: np.ndarray, settings: DetectSettings) -> list[DetectionArrays]:
+    """Module-level form, matching the host backend's signature."""
+    return kernels().detect(pred, geometry, settings)

@@ -24,13 +24,15 @@ import numpy as np
 
 from deploykit.errors import DeployKitError
 from deploykit.runtime.kernels import sources
+from deploykit.runtime.kernels.detection import (DetectionArrays, DetectParams, DetectSettings, check_geometry,
+                                                 check_head, make_detect_params, split_outputs)
 from deploykit.runtime.kernels.params import PreprocessParams, check_images, make_params
 from deploykit.zoo.base import Preprocess
 
 # -ffp-contract=off: no fused multiply-add, matching nvcc/NVRTC --fmad=false, so host and
 # device round identically. -fno-math-errno keeps expf free of errno traffic.
 CXXFLAGS = ("-O2", "-std=c++17", "-shared", "-fPIC", "-ffp-contract=off", "-fno-math-errno", "-Wall", "-Wextra")
-ABI_VERSION = 1
+ABI_VERSION = 2
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
 # Why the library is unusable in this process (so the build is not retried, nor the line logged, per call).
@@ -83,12 +85,15 @@ def _load(path: Path) -> ctypes.CDLL:
         raise DeployKitError(f"host kernel library ABI {lib.dk_host_abi_version()} != expected {ABI_VERSION}")
     if lib.dk_host_preprocess_params_size() != ctypes.sizeof(PreprocessParams):
         raise DeployKitError("host kernel library and deploykit disagree on DkPreprocessParams; rebuild it")
+    if lib.dk_host_detect_params_size() != ctypes.sizeof(DetectParams):
+        raise DeployKitError("host kernel library and deploykit disagree on DkDetectParams; rebuild it")
     vp, fp, ip = ctypes.c_void_p, ctypes.POINTER(ctypes.c_float), ctypes.POINTER(ctypes.c_int)
     lib.dk_host_preprocess.argtypes = [ctypes.POINTER(PreprocessParams), vp, vp, ctypes.c_int]
     lib.dk_host_softmax_topk.argtypes = [fp, ctypes.c_int, ctypes.c_int, ctypes.c_int, fp, ip, fp]
     lib.dk_host_argmax_channels.argtypes = [fp, ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ip]
     lib.dk_host_f32_to_f16.argtypes = [fp, ctypes.POINTER(ctypes.c_uint16), ctypes.c_longlong]
     lib.dk_host_f32_to_f16.restype = None
+    lib.dk_host_detect.argtypes = [ctypes.POINTER(DetectParams), fp, ctypes.c_int, fp, fp, fp, ip, ip]
     return lib
 
 
@@ -202,3 +207,28 @@ def argmax_channels(logits: np.ndarray) -> np.ndarray:
     labels = np.empty((n, h, w), np.int32)
     library().dk_host_argmax_channels(_fptr(x), n, c, h * w, _iptr(labels))
     return labels
+
+
+def detect(pred: np.ndarray, geometry: np.ndarray, settings: DetectSettings) -> list[DetectionArrays]:
+    """YOLO head decode + class-aware NMS by the kernel math (``kernels/include/deploykit/nms.h``).
+
+    Args:
+        pred: ``[N, 4 + nc, A]`` head output (cx, cy, w, h in model-input pixels, then class scores).
+        geometry: ``[N, 6]`` letterbox geometry per image (:mod:`.detection`).
+        settings: thresholds and limits.
+
+    Returns:
+        One :class:`~.detection.DetectionArrays` per image, best first, in original-image pixels.
+    """
+    x = check_head(pred)
+    n = x.shape[0]
+    geom = check_geometry(geometry, n)
+    params = make_detect_params(x, settings)
+    k = settings.max_det
+    boxes, scores = np.empty((n, k, 4), np.float32), np.empty((n, k), np.float32)
+    classes, counts = np.empty((n, k), np.int32), np.zeros(n, np.int32)
+    rc = library().dk_host_detect(ctypes.byref(params), _fptr(x), n, _fptr(geom), _fptr(boxes), _fptr(scores),
+                                  _iptr(classes), _iptr(counts))
+    if rc != 0:
+        raise DeployKitError(f"detection kernel rejected its arguments (head {x.shape}, {settings})")
+    return split_outputs(boxes, scores, classes, counts)

@@ -80,3 +80,56 @@ def softmax_topk(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 def argmax_channels(logits: np.ndarray) -> np.ndarray:
     """Per-pixel class of an NCHW score map → int32 NHW."""
     return np.argmax(logits, axis=1).astype(np.int32)
+
+
+def detect(pred: np.ndarray, geometry: np.ndarray, settings) -> list:
+    """YOLO head decode + class-aware NMS (see ``kernels/include/deploykit/nms.h``), vectorized per image.
+
+    Args:
+        pred: ``[N, 4 + nc, A]`` head output (cx, cy, w, h, then class scores).
+        geometry: ``[N, 6]`` letterbox geometry rows (:func:`~.detection.geometry_row`).
+        settings: a :class:`~.detection.DetectSettings`.
+
+    Returns:
+        One :class:`~.detection.DetectionArrays` per image, best first.
+    """
+    from deploykit.runtime.kernels.detection import DetectionArrays, check_geometry, check_head
+
+    x = check_head(pred)
+    geom = check_geometry(geometry, x.shape[0])
+    out = []
+    for img, g in zip(x, geom):
+        scores = img[4:]
+        # Best class per anchor, NaN never picked (all-NaN anchors are no candidates).
+        safe = np.where(np.isnan(scores), -np.inf, scores)
+        cls = np.argmax(safe, axis=0)
+        best = safe[cls, np.arange(img.shape[1])]
+        cand = np.flatnonzero(best > np.float32(settings.conf))
+        cand = cand[np.lexsort((cand, -best[cand]))][: settings.max_candidates]  # score desc, index asc
+        half_w, half_h = np.float32(0.5) * img[2, cand], np.float32(0.5) * img[3, cand]
+        boxes = np.stack([img[0, cand] - half_w, img[1, cand] - half_h, img[0, cand] + half_w, img[1, cand] + half_h], 1)
+        c = cls[cand]
+        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        alive = np.ones(len(cand), bool)
+        keep: list[int] = []
+        for i in range(len(cand)):
+            if not alive[i]:
+                continue
+            keep.append(i)
+            if len(keep) == settings.max_det:
+                break
+            b = boxes[i + 1 :]
+            w = np.maximum(np.minimum(boxes[i, 2], b[:, 2]) - np.maximum(boxes[i, 0], b[:, 0]), np.float32(0))
+            h = np.maximum(np.minimum(boxes[i, 3], b[:, 3]) - np.maximum(boxes[i, 1], b[:, 1]), np.float32(0))
+            inter = w * h
+            with np.errstate(invalid="ignore", divide="ignore"):
+                iou = inter / (area[i] + area[i + 1 :] - inter)
+            alive[i + 1 :] &= ~((c[i + 1 :] == c[i]) & (iou > np.float32(settings.iou)))
+        k = np.asarray(keep, dtype=np.int64)
+        top, left, sy, sx, src_h, src_w = (np.float32(v) for v in g)
+        kb = boxes[k]
+        mapped = np.stack([np.clip((kb[:, 0] - left) * sx, 0, src_w), np.clip((kb[:, 1] - top) * sy, 0, src_h),
+                           np.clip((kb[:, 2] - left) * sx, 0, src_w), np.clip((kb[:, 3] - top) * sy, 0, src_h)], 1)
+        out.append(DetectionArrays(mapped.astype(np.float32).reshape(-1, 4), best[cand][k].astype(np.float32),
+                                   c[k].astype(np.int32)))
+    return out

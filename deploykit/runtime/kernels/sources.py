@@ -15,8 +15,8 @@ from pathlib import Path
 
 from deploykit.errors import DeployKitError
 
-HEADERS = ("common.h", "preprocess.h", "postprocess.h")
-CUDA_SOURCES = ("preprocess.cu", "postprocess.cu")
+HEADERS = ("common.h", "preprocess.h", "postprocess.h", "nms.h")
+CUDA_SOURCES = ("preprocess.cu", "postprocess.cu", "nms.cu")
 HOST_SOURCE = "host.cpp"
 
 _REPO_ROOT = Path(__file__).resolve().parents[3]
