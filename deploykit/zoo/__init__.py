@@ -1,7 +1,9 @@
 """Model specs → models.
 
-Specs: ``torchvision:NAME``, ``cifar:resnet20|32|44|56``, ``digits:demo``, a saved
-artifact directory, or ``package.module:factory``.
+Specs: ``torchvision:NAME``, ``cifar:resnet20|32|44|56``, ``digits:demo``, ``timm:NAME``
+(the ``timm`` extra), ``ultralytics:CFG`` (the ``yolo`` extra), a saved artifact directory,
+or ``package.module:factory``. A family name may carry options after commas
+(``ultralytics:yolov8n.yaml,nc=10``, ``timm:resnet18,num_classes=10``).
 
 A factory spec runs code (it imports the module and calls the function), so it runs only
 when the user names it (on the command line, or as the spec given to :func:`build_model`),
@@ -24,7 +26,7 @@ from torch import nn
 from deploykit.config import one_line
 from deploykit.errors import DeployKitError
 from deploykit.registry import Registry, unknown_name_message
-from deploykit.zoo.base import IMAGENET_MEAN, IMAGENET_STD, BuiltModel, Preprocess
+from deploykit.zoo.base import IMAGENET_MEAN, IMAGENET_STD, TASKS, BuiltModel, Preprocess
 from deploykit.zoo.weights import load_weights
 
 Family = Callable[[str, "tuple[int, ...] | None", bool], BuiltModel]
@@ -32,8 +34,9 @@ FAMILIES: Registry[Family] = Registry("model family")
 
 # ``package.module:function``: dotted identifiers, a colon, an identifier (never a path).
 _FACTORY_SPEC = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
-# ``family:name``: the names families take (``resnet20``, ``fasterrcnn_resnet50_fpn``, ``demo``).
-_FAMILY_NAME = re.compile(r"[\w.\-]+")
+# ``family:name``: the names families take (``resnet20``, ``fasterrcnn_resnet50_fpn``, ``demo``),
+# with options after commas (``yolov8n.yaml,nc=10``); never a path.
+_FAMILY_NAME = re.compile(r"[\w.\-]+(,[A-Za-z_]\w*=[\w.\-]+)*")
 # What a factory (or importing its module) may raise that must not end the process or
 # pass for success: ``sys:exit`` raises SystemExit, and a factory may raise anything.
 _FACTORY_FAILURES = (Exception, SystemExit, KeyboardInterrupt)
@@ -212,12 +215,34 @@ def _factory(spec: str, input_shape: tuple[int, ...] | None) -> BuiltModel:
         raise DeployKitError(f"{spec} returned {type(model).__name__}, not a torch.nn.Module")
     declared = getattr(fn, "input_shape", getattr(model, "input_shape", (1, 3, 224, 224)))
     shape = input_shape or _factory_shape(spec, declared)
+    pre = _factory_preprocess(spec, getattr(fn, "preprocess", None), shape)
+    task = getattr(fn, "task", "classification")
+    if task not in TASKS:
+        raise DeployKitError(f"model factory {spec!r} declares task {one_line(repr(task), 60)}; valid: {', '.join(TASKS)}")
+    return BuiltModel(model, spec, shape, pre, task=task)
+
+
+def _factory_preprocess(spec: str, declared: object, shape: tuple[int, ...]) -> Preprocess:
+    """The preprocessing a factory declares (its ``preprocess`` dict), else ImageNet's for RGB.
+
+    The dict takes the keys of a plan's ``preprocess`` (``mean``, ``std``, ``scale``, ``color``,
+    ``resize``, ...); ``size`` and ``channels`` default to the input shape's.
+    """
     channels = shape[1]
-    # One mean/std per input channel: ImageNet's for RGB, their gray average otherwise.
-    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else ((0.449,) * channels, (0.226,) * channels)
-    pre = Preprocess(size=(shape[-2], shape[-1]), mean=mean, std=std, channels=channels,
-                     color="RGB" if channels == 3 else "GRAY")
-    return BuiltModel(model, spec, shape, pre)
+    if declared is None:
+        # One mean/std per input channel: ImageNet's for RGB, their gray average otherwise.
+        mean, std = (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else ((0.449,) * channels, (0.226,) * channels)
+        return Preprocess(size=(shape[-2], shape[-1]), mean=mean, std=std, channels=channels,
+                          color="RGB" if channels == 3 else "GRAY")
+    if not isinstance(declared, dict):
+        raise DeployKitError(f"model factory {spec!r} declares preprocess {one_line(repr(declared), 80)}; "
+                             "want a dict like {'mean': [0, 0, 0], 'std': [1, 1, 1]}")
+    doc = {"size": [shape[-2], shape[-1]], "channels": channels, "color": "RGB" if channels == 3 else "GRAY",
+           **declared}
+    if "mean" not in declared and "std" not in declared:
+        doc["mean"], doc["std"] = ([0.449] * channels, [0.226] * channels) if channels != 3 else (
+            list(IMAGENET_MEAN), list(IMAGENET_STD))
+    return Preprocess.from_dict(doc, f"model factory {spec!r}'s preprocess")
 
 
 def _factory_shape(spec: str, shape: object) -> tuple[int, ...]:
@@ -264,7 +289,9 @@ def build_model(
 
         built = load_artifact(path, trust_factory=trust_factory)
     else:
-        built = _from_spec(spec, input_shape, pretrained)
+        # The same opt-in covers a family's pickled checkpoint (ultralytics:best.pt).
+        with trusting_factories(trusted(trust_factory)):
+            built = _from_spec(spec, input_shape, pretrained)
     if weights:
         load_weights(built.model, weights)
     built.model.eval()
@@ -300,3 +327,7 @@ def check_input(built: BuiltModel) -> None:
         msg = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
         shape = "x".join(map(str, built.input_shape))
         raise DeployKitError(f"model {built.spec} rejects input shape {shape}: {msg}") from None
+
+
+# Families in their own modules register on import; their libraries are imported only when used.
+from deploykit.zoo import timm_models, yolo  # noqa: E402,F401

@@ -21,6 +21,10 @@ MAX_SIDE = 16384
 MAX_CHANNELS = 16
 COLORS = ("RGB", "BGR", "GRAY")
 LAYOUTS = ("NCHW",)
+# How an image reaches ``size``: stretched, or scaled to fit with its aspect ratio kept and padded
+# (YOLO's letterbox: centred, the extra pixel at the bottom/right, padded with ``pad_value``).
+RESIZES = ("stretch", "letterbox")
+TASKS = ("classification", "detection")
 
 # A hand-edited input shape must not allocate without limit: the example input a model is traced
 # with stays under 512 MiB of float32 (a 1x3x8192x8192 image is 201M elements).
@@ -55,6 +59,8 @@ class PreprocessDoc(StrictDocument):
     channels: int = Field(3, ge=1, le=MAX_CHANNELS)
     layout: Literal[LAYOUTS] = "NCHW"  # type: ignore[valid-type]
     color: Literal[COLORS] = "RGB"  # type: ignore[valid-type]
+    resize: Literal[RESIZES] = "stretch"  # type: ignore[valid-type]
+    pad_value: float = Field(114.0, ge=0, le=255)
 
     @model_validator(mode="after")
     def _per_channel(self) -> PreprocessDoc:
@@ -70,7 +76,8 @@ class Preprocess:
     """How raw uint8 HWC images become the model's input tensor.
 
     ``x = (resize(img, size) / scale - mean) / std`` in NCHW float32. ``scale=1``
-    with ``mean=0, std=1`` feeds raw pixel values (0..255).
+    with ``mean=0, std=1`` feeds raw pixel values (0..255). ``resize="letterbox"`` keeps the
+    aspect ratio and pads with ``pad_value`` (a pixel value, before scaling), centred.
     """
 
     size: tuple[int, int]
@@ -80,6 +87,8 @@ class Preprocess:
     channels: int = 3
     layout: str = "NCHW"
     color: str = "RGB"
+    resize: str = "stretch"
+    pad_value: float = 114.0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (the artifact and ONNX sidecar carry it)."""
@@ -105,17 +114,38 @@ class Preprocess:
     def from_doc(cls, doc: PreprocessDoc) -> Preprocess:
         """The preprocessing a validated document describes."""
         return cls(size=(doc.size[0], doc.size[1]), mean=tuple(doc.mean), std=tuple(doc.std), scale=doc.scale,
-                   channels=doc.channels, layout=doc.layout, color=doc.color)
+                   channels=doc.channels, layout=doc.layout, color=doc.color, resize=doc.resize,
+                   pad_value=doc.pad_value)
 
     def apply(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (or float) NHWC images → normalized float32 NCHW of ``size``."""
         x = images.permute(0, 3, 1, 2).float()
-        if tuple(x.shape[-2:]) != tuple(self.size):
+        if self.resize == "letterbox":
+            x = letterbox(x, self.size, self.pad_value)
+        elif tuple(x.shape[-2:]) != tuple(self.size):
             x = torch.nn.functional.interpolate(x, size=self.size, mode="bilinear", align_corners=False)
         x = x / self.scale
         mean = torch.tensor(self.mean, dtype=x.dtype).view(1, -1, 1, 1)
         std = torch.tensor(self.std, dtype=x.dtype).view(1, -1, 1, 1)
         return (x - mean) / std
+
+
+def letterbox(x: torch.Tensor, size: tuple[int, int], pad_value: float) -> torch.Tensor:
+    """Fit NCHW ``x`` inside ``size`` keeping its aspect ratio, centred, padded with ``pad_value``.
+
+    The scaled size rounds to the nearest pixel and the extra padding pixel goes to the
+    bottom/right: the geometry of the preprocessing kernels (``letterbox_geometry``).
+    """
+    src_h, src_w = x.shape[-2:]
+    out_h, out_w = size
+    r = min(out_h / src_h, out_w / src_w)
+    h, w = max(1, min(out_h, round(src_h * r))), max(1, min(out_w, round(src_w * r)))
+    if (h, w) != (src_h, src_w):
+        x = torch.nn.functional.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
+    top, left = (out_h - h) // 2, (out_w - w) // 2
+    out = x.new_full((*x.shape[:2], out_h, out_w), float(pad_value))
+    out[..., top:top + h, left:left + w] = x
+    return out
 
 
 @dataclass
@@ -179,3 +209,26 @@ def check_labels(labels: list[str] | None, width: int | None, source: str) -> No
 
         raise DeployKitError(f"{source} gives {len(labels)} labels but the model has {width} outputs; "
                              "give one label per output (or none)")
+
+
+def family_options(name: str, family: str, valid: dict[str, type]) -> tuple[str, dict[str, Any]]:
+    """Split ``yolov8n.yaml,nc=10`` into the name and its options, typed by ``valid``.
+
+    Raises:
+        DeployKitError: an unknown option or a value of the wrong type, naming the valid ones.
+    """
+    from deploykit.errors import DeployKitError
+
+    base, *parts = name.split(",")
+    opts: dict[str, Any] = {}
+    for part in parts:
+        key, _, value = part.partition("=")
+        if key not in valid:
+            raise DeployKitError(f"{family}:{name}: unknown option {key!r}; valid: {', '.join(sorted(valid)) or 'none'}")
+        try:
+            opts[key] = valid[key](value)
+        except ValueError:
+            raise DeployKitError(f"{family}:{name}: option {key}={value!r} is not a {valid[key].__name__}") from None
+        if isinstance(opts[key], int) and opts[key] < 1:
+            raise DeployKitError(f"{family}:{name}: option {key}={value!r} must be a positive integer")
+    return base, opts
