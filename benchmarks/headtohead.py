@@ -47,9 +47,7 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -61,6 +59,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 # This checkout's deploykit, not the one the venv was installed from: a grid runs from a pinned worktree.
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from _common import code_version, git_commit, provenance, run_child, write_row  # noqa: E402
 SHARED = ROOT.parent / "shared" / "data"
 WEIGHTS = {"resnet20": "resnet20-12fca82f.th", "resnet56": "resnet56-4bfd9763.th"}
 CELLS: dict[str, tuple[str, str, float]] = {
@@ -113,29 +114,6 @@ ROWS: dict[str, Row] = {
 # Bumped by hand whenever what a row computes changes (the job functions below); the table code is not hashed,
 # so improving the rendering does not throw the finished rows away.
 JOB_VERSION = 1
-
-
-def code_version() -> str:
-    """Hash of what determines a row's result: the deploykit package, JOB_VERSION, torch and Torch-Pruning."""
-    import importlib.metadata as md
-
-    h = hashlib.sha256(f"job-version={JOB_VERSION}".encode())
-    for p in sorted((ROOT / "deploykit").rglob("*.py")):
-        h.update(str(p.relative_to(ROOT)).encode())
-        h.update(p.read_bytes())
-    for pkg in ("torch", "torch-pruning", "onnxruntime"):
-        h.update(f"{pkg}={md.version(pkg)}".encode())
-    return h.hexdigest()[:12]
-
-
-def git_commit() -> str:
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "deploykit", "benchmarks/headtohead.py"], cwd=ROOT,
-                               capture_output=True, text=True).stdout.strip()
-        return sha + ("+dirty" if dirty else "")
-    except OSError:
-        return "unknown"
 
 
 @dataclass(frozen=True)
@@ -242,7 +220,6 @@ def run_tp(job: Job, work: Path, data: Path) -> dict[str, Any]:
     import torch
     from safetensors.torch import save_file
 
-    import deploykit
     from deploykit.data import batches, load_dataset
     from deploykit.graph.costs import measure
     from deploykit.zoo import build_model
@@ -360,10 +337,7 @@ def one(job: Job, work: Path, data: Path, phase: str) -> None:
     else:
         res = json.loads(path.read_text())
         res["latency"] = round(time_artifact(job, work, data, res), 4)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(res, indent=1))
-    tmp.replace(path)
+    write_row(path, res)
 
 
 def result_path(work: Path, job: Job) -> Path:
@@ -382,14 +356,8 @@ def load_result(work: Path, job: Job) -> dict[str, Any] | None:
 def launch(job: Job, args: argparse.Namespace, phase: str) -> tuple[Job, int, float]:
     t0 = time.perf_counter()
     log = Path(args.work) / "logs" / f"{job.key(VERSION)}.{phase}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    if args.cache:
-        env["DEPLOYKIT_CACHE"] = args.cache
-    cmd = [sys.executable, __file__, "--job", json.dumps(asdict(job)), "--phase", phase, "--work", args.work,
-           "--data", str(args.data), "--results", str(RESULTS)]
-    with log.open("w") as f:
-        rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
+    rc = run_child([__file__, "--job", json.dumps(asdict(job)), "--phase", phase, "--work", args.work, "--data",
+                    str(args.data), "--results", str(RESULTS)], log, env={"DEPLOYKIT_CACHE": args.cache} if args.cache else None)
     return job, rc, time.perf_counter() - t0
 
 
@@ -440,10 +408,8 @@ def render(args: argparse.Namespace) -> str:
     lines = [
         "# deploykit (defaults) vs Torch-Pruning (best settings): CIFAR ResNets at equal MACs / latency",
         "",
-        f"Command: `{' '.join(['.venv/bin/python', 'benchmarks/headtohead.py', *sys.argv[1:]])}`",
-        "",
-        f"Code version {VERSION} (commit {git_commit()}); machine: {platform.machine()} CPU, 2 cores, one torch thread "
-        f"per row, two rows at a time; Python {platform.python_version()}. Date: {datetime.now(timezone.utc).date()}.",
+        *provenance(" ".join([".venv/bin/python", "benchmarks/headtohead.py", *sys.argv[1:]]), VERSION),
+        "One torch thread per row, two rows at a time.",
         "",
         "Recipe (every row): KD from the unpruned model ((1-α)·CE + α·T²·KL, α 0.5, T 4), SGD nesterov momentum 0.9, "
         "peak LR 0.01 cosine, weight decay 5e-4, batch 64, random crop + flip, BatchNorm recalibration on 20 batches "
@@ -519,7 +485,7 @@ def main() -> None:
 
 DATA = SHARED
 RESULTS = ROOT / "benchmarks" / "results" / "headtohead_rows"
-VERSION = code_version()
+VERSION = code_version(JOB_VERSION)
 
 if __name__ == "__main__":
     main()
