@@ -16,7 +16,7 @@ import os
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["compress", "load", "export_onnx", "build_model", "Engine"]
+__all__ = ["compress", "load", "export_onnx", "build_model", "Engine", "DetectSettings"]
 
 
 def _fspath(value: Any) -> Any:
@@ -93,4 +93,8 @@ def __getattr__(name: str) -> Any:
         from deploykit.engine import Engine
 
         return Engine
+    if name == "DetectSettings":  # a detector's thresholds for Engine(detection=...)
+        from deploykit.runtime.kernels.detection import DetectSettings
+
+        return DetectSettings
     raise AttributeError(f"module 'deploykit' has no attribute {name!r}")

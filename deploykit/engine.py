@@ -5,6 +5,9 @@
     pred.labels[0], pred.scores[0]                     # top-k, best first
     logits = engine(batch)                             # raw NCHW float32 in, raw outputs out
 
+    det = deploykit.Engine("yolov8n.onnx").predict(frame)   # a detector (task "detection" in its sidecar)
+    det.boxes, det.scores, det.labels                  # x1, y1, x2, y2 in the frame's pixels, best first
+
 The preprocessing (size, mean, std, scale, channels, color order) and the labels travel
 with the model: the sidecar ``OUT.onnx.json`` / ``OUT.engine.json`` written by
 ``deploykit export``, or ``plan.json`` of an artifact directory. Backend ``auto`` picks
@@ -28,7 +31,29 @@ import numpy as np
 from deploykit.errors import DeployKitError
 from deploykit.export.onnx import INPUT_NAME, OUTPUT_NAME, read_sidecar, sidecar_path
 from deploykit.runtime.base import BACKEND_NAMES, Runner, auto_backend, load_runner
+from deploykit.runtime.kernels.detection import DetectSettings, geometry_row
+from deploykit.runtime.kernels.params import letterbox_geometry
 from deploykit.zoo.base import Preprocess, check_labels
+
+
+@dataclass(frozen=True)
+class Detections:
+    """The objects found in one image, best first.
+
+    Attributes:
+        boxes: float32 ``[K, 4]``: x1, y1, x2, y2 in the original image's pixels.
+        scores: float32 ``[K]``: the class score of each box.
+        classes: int ``[K]``: class indices.
+        labels: the class names (the indices as text when the model has none).
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    classes: np.ndarray
+    labels: list[str]
+
+    def __len__(self) -> int:
+        return len(self.scores)
 
 
 @dataclass(frozen=True)
@@ -66,7 +91,7 @@ def model_config(path: str | Path) -> dict[str, Any]:
 
         plan = read_plan(p)
         return {"preprocess": plan["preprocess"], "labels": plan.get("labels"),
-                "input": INPUT_NAME, "output": OUTPUT_NAME}
+                "input": INPUT_NAME, "output": OUTPUT_NAME, "task": None}  # task: from the model, once built
     if p.is_dir() and (p / "model.onnx").is_file():
         return _sidecar_config(p / "model.onnx")
     if p.suffix in (".onnx", ".engine", ".plan"):
@@ -81,11 +106,15 @@ def _sidecar_config(model_file: Path) -> dict[str, Any]:
     side = read_sidecar(model_file)
     if side["task"] == "classification" and model_file.suffix == ".onnx":
         check_labels(side.get("labels"), _onnx_output_width(model_file, side["output"]), str(sidecar_path(model_file)))
+    if side.get("detection") and model_file.suffix == ".onnx":
+        rows = _onnx_output_width(model_file, side["output"], ndim=3)  # [batch, 4 + classes, anchors]
+        check_labels(side.get("labels"), rows - 4 if rows is not None else None, str(sidecar_path(model_file)))
     return side
 
 
-def _onnx_output_width(path: Path, name: str) -> int | None:
-    """The static width of a ``[batch, classes]`` ONNX output (None when unknown)."""
+def _onnx_output_width(path: Path, name: str, ndim: int = 2) -> int | None:
+    """The static size of dimension 1 of an ``ndim``-D ONNX output: classes of ``[batch, classes]``
+    (None when unknown)."""
     import onnx
 
     try:
@@ -94,7 +123,7 @@ def _onnx_output_width(path: Path, name: str) -> int | None:
         return None
     for out in proto.graph.output:
         dims = out.type.tensor_type.shape.dim
-        if out.name == name and len(dims) == 2 and dims[1].HasField("dim_value"):
+        if out.name == name and len(dims) == ndim and dims[1].HasField("dim_value"):
             return int(dims[1].dim_value)
     return None
 
@@ -105,25 +134,33 @@ def _positive_int(value: object) -> bool:
 
 
 class Engine:
-    """Load a model once; classify images or run raw tensors, from any number of threads.
+    """Load a model once; classify or detect in images, or run raw tensors, from any number of threads.
+
+    A detector (task ``detection`` with a ``detection`` block in its sidecar, or an artifact of
+    a YOLO detector) is letterboxed, run, and post-processed by the detection kernels (decode
+    of the YOLO head, class-aware NMS, boxes mapped back to each image): :meth:`predict` then
+    returns :class:`Detections`.
 
     Args:
         path: an ``.onnx`` file (any precision), an ``.engine`` file, a bundle directory
             (``model.onnx`` inside) or an artifact directory (``plan.json``).
         backend: ``auto``, ``trt``, ``ort`` or ``torch``.
         color: channel order of the images given to :meth:`predict` (``RGB`` or ``BGR``).
-        letterbox: keep the aspect ratio when resizing (pad with ``pad_value``).
+        letterbox: keep the aspect ratio when resizing (pad with ``pad_value``); on whenever the
+            model's preprocessing says ``resize: letterbox`` (YOLO), with its pad value.
         top_k: classes returned per image by default.
         max_batch: largest batch sent to the runner at once (TensorRT engines are built
             for 1..8 by default).
         threads: ONNX Runtime intra-op threads.
         trust_factory: let an artifact's plan.json name a ``module:function`` factory
             (it imports and runs that code); registered families need no opt-in.
+        detection: a detector's thresholds (confidence, IoU, detections per image), replacing
+            those its sidecar gives (defaults: Ultralytics' predict settings).
     """
 
     def __init__(self, path: str | Path, backend: str = "auto", *, color: str = "RGB", letterbox: bool = False,
                  pad_value: float = 114.0, top_k: int = 5, max_batch: int | None = None, threads: int | None = None,
-                 trust_factory: bool = False) -> None:
+                 trust_factory: bool = False, detection: DetectSettings | None = None) -> None:
         if backend not in BACKEND_NAMES:
             raise DeployKitError(f"unknown backend {backend!r}; valid: {', '.join(BACKEND_NAMES)}")
         if color not in ("RGB", "BGR"):
@@ -150,8 +187,31 @@ class Engine:
             self.runner: Runner = load_runner(self.path, backend=self.backend, **kwargs).activate()
         self.max_batch = int(max_batch) if max_batch is not None else (8 if self.backend == "trt" else None)
         self.color, self.letterbox, self.pad_value, self.top_k = color, letterbox, pad_value, int(top_k)
+        if getattr(self.preprocess_config, "resize", "stretch") == "letterbox":
+            self.letterbox, self.pad_value = True, self.preprocess_config.pad_value
+        self.task, self.detection = self._task(cfg, detection)
         self.kernels = self._kernels()
         self._meta = self.runner.get_input_metadata()
+
+    def _task(self, cfg: dict[str, Any], override: DetectSettings | None) -> tuple[str, DetectSettings | None]:
+        """``(task, detection settings)``: from the sidecar, or for an artifact from the model it rebuilt."""
+        if override is not None and not isinstance(override, DetectSettings):
+            raise DeployKitError(f"Engine(detection={override!r}): give a deploykit.DetectSettings(conf=..., iou=..., "
+                                 "max_det=...) or None")
+        task, det = cfg.get("task"), cfg.get("detection")
+        if task is None:  # an artifact directory: the torch runner holds the built model
+            built = getattr(self.runner, "built", None)
+            task = getattr(built, "task", "classification")
+            head = getattr(getattr(built, "exported", None), "output_format", None)
+            det = {"head": head} if task == "detection" and head is not None else None
+        if task != "detection":
+            if override is not None:
+                raise DeployKitError(f"Engine(detection=...): {self.path} is a {task} model, not a detector")
+            return task, None
+        if det is None:
+            return task, None  # a detector whose output the Engine cannot read (e.g. backbone + FPN features)
+        settings = {k: v for k, v in det.items() if k != "head"}
+        return task, override or DetectSettings(**settings)
 
     def _kernels(self):
         from deploykit.runtime import kernels
@@ -213,9 +273,11 @@ class Engine:
         return np.concatenate([self.kernels.preprocess(im, self.preprocess_config, dtype, self.color,
                                                        self.letterbox, self.pad_value) for im in images])
 
-    def predict(self, images: np.ndarray | Sequence[np.ndarray], k: int | None = None) -> Prediction | list[Prediction]:
+    def predict(self, images: np.ndarray | Sequence[np.ndarray],
+                k: int | None = None) -> Prediction | list[Prediction] | Detections | list[Detections]:
         """Classify uint8 HWC images: one image → a :class:`Prediction`; a batch (NHWC
-        array or a list of images of any sizes) → a list of them.
+        array or a list of images of any sizes) → a list of them. A detector gives
+        :class:`Detections` instead, boxes in each image's own pixels.
 
         Args:
             images: one HWC image, an NHWC batch, or a list of HWC images (sizes may differ).
@@ -226,6 +288,11 @@ class Engine:
             DeployKitError: bad images or ``k`` (see :meth:`preprocess`), or a model whose output
                 is not ``[batch, classes]``.
         """
+        if self.task == "detection":
+            if k is not None:
+                raise DeployKitError("predict(k=...) picks classes of a classifier; a detector's limits are "
+                                     "Engine(detection=DetectSettings(max_det=..., conf=...))")
+            return self._detect(images)
         if k is None:
             k = self.top_k
         elif not _positive_int(k):
@@ -246,6 +313,31 @@ class Engine:
         preds = [Prediction([names[j] for j in row_i], [float(s) for s in row_s], [int(j) for j in row_i])
                  for row_s, row_i in zip(scores, idx)]
         return preds[0] if single else preds
+
+    def _detect(self, images: np.ndarray | Sequence[np.ndarray]) -> Detections | list[Detections]:
+        """Letterbox, run, decode + NMS; boxes in each image's own pixels."""
+        if self.detection is None:
+            raise DeployKitError(f"{self.path} is a detector whose output the Engine cannot decode (its sidecar has no "
+                                 "detection block: only YOLO heads exported by deploykit are served); use engine(x) "
+                                 "for its raw outputs")
+        single = isinstance(images, np.ndarray) and images.ndim == 3
+        x = self.preprocess(images)
+        sizes = ([images.shape[-3:-1]] * len(x) if isinstance(images, np.ndarray) else [im.shape[:2] for im in images])
+        out_h, out_w = self.preprocess_config.size
+        geometry = np.float32([geometry_row(letterbox_geometry(h, w, out_h, out_w, self.letterbox), h, w)
+                               for h, w in sizes])
+        step = self.max_batch or len(x)
+        head = np.concatenate([self(x[i : i + step]) for i in range(0, len(x), step)])
+        if head.ndim != 3 or head.shape[1] < 5:
+            raise DeployKitError(f"{self.path}: a YOLO detector's output is [batch, 4 + classes, anchors], got {head.shape}")
+        classes = head.shape[1] - 4
+        if self.labels is not None and len(self.labels) != classes:
+            raise DeployKitError(f"{self.path} gives {len(self.labels)} labels but the model has {classes} classes; "
+                                 "give one label per class (or none)")
+        names = self.labels or [str(i) for i in range(classes)]
+        found = self.kernels.detect(head.astype(np.float32, copy=False), geometry, self.detection)
+        dets = [Detections(d.boxes, d.scores, d.classes, [names[c] for c in d.classes]) for d in found]
+        return dets[0] if single else dets
 
     # -- lifecycle -------------------------------------------------------------------
     def close(self) -> None:

@@ -101,7 +101,7 @@ def export_checked(built: BuiltModel, work: Path, dest: str | Path, inputs: list
 
 
 def _sidecar(built: BuiltModel, outputs: list[str], opset: int) -> dict[str, Any]:
-    return {
+    side = {
         "source": built.spec,
         "base_spec": built.base_spec or built.spec,
         "input_shape": list(built.input_shape),
@@ -113,6 +113,13 @@ def _sidecar(built: BuiltModel, outputs: list[str], opset: int) -> dict[str, Any
         "preprocess": built.preprocess.to_dict(),
         "labels": built.labels,
     }
+    # A detector whose export says how its output reads (a YOLO head: [N, 4 + nc, A]) is servable.
+    head = getattr(built.exported, "output_format", None)
+    if built.task == "detection" and head is not None:
+        from deploykit.export.sidecar import DetectionDoc
+
+        side["detection"] = DetectionDoc(head=head).model_dump()
+    return side
 
 
 def _export_model(built: BuiltModel, dest: Path, opset: int, dynamic_batch: bool) -> tuple[int, list[str]]:

@@ -34,6 +34,22 @@ class CalibrationDoc(StrictDocument):
     weights: Text | None = None
 
 
+class DetectionDoc(StrictDocument):
+    """How a detector's output is read and post-processed (the Engine's decode and NMS).
+
+    ``head: yolo``: the output is ``[N, 4 + classes, anchors]`` (cx, cy, w, h in model-input
+    pixels, then class scores), as :class:`deploykit.zoo.yolo_export.YoloDecoded` exports it.
+    The thresholds are the Engine's defaults (Ultralytics' predict defaults); an Engine may
+    override them.
+    """
+
+    head: Literal["yolo"]
+    conf: float = Field(0.25, ge=0, le=1)
+    iou: float = Field(0.7, ge=0, le=1)
+    max_det: int = Field(300, ge=1, le=1 << 20)
+    max_candidates: int = Field(30000, ge=1, le=1 << 20)
+
+
 class SidecarDoc(StrictDocument):
     """The schema of a sidecar: what ``export_onnx`` writes, plus what precision conversion
     (``precision``, ``kept_fp32_ops``, ``calibration``) and an engine build (``tensorrt``) add."""
@@ -48,6 +64,8 @@ class SidecarDoc(StrictDocument):
     opset: int = Field(ge=1, le=MAX_OPSET)
     preprocess: PreprocessDoc
     labels: list[Text] | None = Field(None, min_length=1, max_length=MAX_ITEMS)
+    # A detector the Engine can serve says how to read its output; without it, predict() refuses.
+    detection: DetectionDoc | None = None
     precision: Literal["fp32", "fp16", "int8"] | None = None
     kept_fp32_ops: list[Name] | None = Field(None, max_length=1000)
     calibration: CalibrationDoc | None = None
@@ -63,6 +81,8 @@ class SidecarDoc(StrictDocument):
     def _output_listed(self) -> SidecarDoc:
         if self.output not in self.outputs:
             raise ValueError(f"output {self.output!r} is not one of outputs {self.outputs[:5]}")
+        if self.detection is not None and self.task != "detection":
+            raise ValueError(f"detection settings are given for a {self.task} model; they belong to task detection")
         return self
 
 

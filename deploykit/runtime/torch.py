@@ -37,7 +37,9 @@ class TorchRunner(Runner):
 
         if self.built is None:
             self.built = build_model(self.spec, weights=self.weights)
-        self.model = self.built.model.eval()
+        # What export writes (a classifier itself; a YOLO detector's decoded head), so this runner
+        # and ONNX Runtime run the same function.
+        self.model = self.built.exported.eval()
         shape = (None, *self.built.input_shape[1:])
         with torch.inference_mode():
             out = self.model(self.built.example_input(1))
