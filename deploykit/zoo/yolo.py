@@ -11,8 +11,9 @@ returning the detection head's *raw* outputs per level (box distribution, 4·reg
 channels, then class logits), without the decode (DFL, anchors) the graph need not follow.
 Those head convolutions write model outputs, so their channels are never pruned. The
 core mirrors the Ultralytics module paths (``model.22.cv2.0``) and shares its modules:
-pruning the core prunes the detector. Export writes the raw outputs of the branch that
-inference uses (one-to-one for end-to-end heads such as YOLO26's).
+pruning the core prunes the detector. Export writes the decoded head of the branch that
+inference uses, ``[N, 4 + nc, A]`` (:class:`deploykit.zoo.yolo_export.YoloDecoded`), which
+the Engine's decode + NMS kernels serve.
 
 Ultralytics is an optional extra (``pip install 'deploykit[yolo]'``), imported on first
 use with its settings directory in deploykit's cache, offline mode on (no network check
@@ -32,6 +33,7 @@ from torch import nn
 from deploykit.errors import DeployKitError
 from deploykit.zoo import FAMILIES, trusted
 from deploykit.zoo.base import BuiltModel, Preprocess, family_options
+from deploykit.zoo.yolo_export import YoloDecoded
 
 OPTIONS: dict[str, type] = {"nc": int}
 YOLO_SIDE = 640
@@ -207,4 +209,4 @@ def _ultralytics(name: str, input_shape: tuple[int, ...] | None, pretrained: boo
     pre = Preprocess(size=(shape[-2], shape[-1]), **YOLO_PREPROCESS)  # type: ignore[arg-type]
     labels = [str(v) for _, v in sorted(getattr(net, "names", {}).items())] or None
     return BuiltModel(net, f"ultralytics:{name}", shape, pre, labels=labels, task="detection",
-                      graph_module=YoloCore(net).eval(), export_module=YoloCore(net, inference_only=True).eval())
+                      graph_module=YoloCore(net).eval(), export_module=YoloDecoded(net).eval())

@@ -34,17 +34,20 @@ def test_timm_unknown_name_is_one_line():
         build_model("timm:resnet18,classes=3")
 
 
-def test_yolo_detector_is_letterboxed_x_over_255_and_outputs_raw_levels():
+def test_yolo_detector_is_letterboxed_x_over_255_and_exports_its_decoded_head():
     built = build_model("ultralytics:yolov8n.yaml,nc=10", input_shape=(1, 3, 64, 64))
     pre = built.preprocess
     assert built.task == "detection"
     assert (pre.mean, pre.std, pre.scale, pre.resize) == ((0.0,) * 3, (1.0,) * 3, 255.0, "letterbox")
     with torch.no_grad():
-        outs = built.exported(built.example_input())
-    # per level: 4 * reg_max box-distribution channels, then 10 class logits
+        outs = built.traced(built.example_input())
+        decoded = built.exported(built.example_input())
+    # the graph, per level: 4 * reg_max box-distribution channels, then 10 class logits
     assert [tuple(o.shape) for o in outs] == [(1, 74, 8, 8), (1, 74, 4, 4), (1, 74, 2, 2)]
+    # export: the decoded head, cx cy w h + 10 class scores per anchor (8*8 + 4*4 + 2*2)
+    assert tuple(decoded.shape) == (1, 14, 84)
     # the graph and export share the detector's modules (pruning one prunes the other)
-    assert built.traced.model is built.model.model is built.exported.model
+    assert built.traced.model is built.model.model is built.exported.net.model
 
 
 def test_yolo_classifier_gives_logits():
