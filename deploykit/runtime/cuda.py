@@ -2,15 +2,25 @@
 device has (older JetPack images ship pycuda, TensorRT's samples moved to cuda-python).
 
 Everything is imported inside functions: importing this module needs no GPU package.
-:func:`gpu_available` is the one guard to call before touching TensorRT or CUDA, since a
+:func:`gpu_status` is the one guard to call before touching TensorRT or CUDA, since a
 TensorRT runtime created without a device logs an error and the next call segfaults.
+
+Which binding: cuda-python's ``cuda.bindings`` is built for one CUDA major version and
+needs a driver of at least that version (cuda-bindings 13 needs a CUDA 13 driver, r580+;
+JetPack 6 and older desktop drivers are CUDA 12). So the probe asks each installed binding
+in turn (cuda-python, then pycuda) and uses the first that reaches a device; when none
+does, the reason given is the most telling one: a driver too old for the binding is said
+as such, with the extra to install (``deploykit[gpu-cu12]``), not as "no device".
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import importlib
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -18,6 +28,10 @@ import numpy as np
 
 from deploykit.errors import DeployKitError
 from deploykit.registry import Registry
+
+# cudaError_t values (CUDA Runtime API docs: cudaGetDeviceCount "Returns: cudaSuccess,
+# cudaErrorNoDevice, cudaErrorInsufficientDriver").
+CUDA_SUCCESS, CUDA_ERROR_INSUFFICIENT_DRIVER, CUDA_ERROR_NO_DEVICE = 0, 35, 100
 
 
 class CudaApi(Protocol):
@@ -31,7 +45,9 @@ class CudaApi(Protocol):
     def malloc(self, nbytes: int) -> int: ...
     def free(self, ptr: int) -> None: ...
     def stream(self) -> Any: ...
+    def destroy_stream(self, stream: Any) -> None: ...
     def stream_handle(self, stream: Any) -> int: ...
+    def scope(self) -> contextlib.AbstractContextManager[None]: ...
     def synchronize(self, stream: Any) -> None: ...
     def htod(self, dst: int, src: np.ndarray, stream: Any) -> None: ...
     def dtoh(self, dst: np.ndarray, src: int, stream: Any) -> None: ...
@@ -51,6 +67,20 @@ def _check(result: Any, what: str) -> Any:
     return rest[0] if len(rest) == 1 else tuple(rest)
 
 
+def cuda_version_text(code: int) -> str:
+    """``12020`` (CUDA's 1000 * major + 10 * minor) → ``"12.2"``."""
+    return f"{code // 1000}.{(code % 1000) // 10}"
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What one binding found: devices, or why none can be used."""
+
+    devices: int
+    reason: str
+    insufficient_driver: bool = False
+
+
 class CudaPython:
     """cuda-python (``cuda.bindings``; ``cuda.cudart``/``cuda.cuda`` before 12.6)."""
 
@@ -58,15 +88,55 @@ class CudaPython:
 
     def __init__(self) -> None:
         try:
-            from cuda.bindings import driver, runtime
+            runtime = importlib.import_module("cuda.bindings.runtime")
+            driver = importlib.import_module("cuda.bindings.driver")
+            self.version = str(getattr(importlib.import_module("cuda.bindings"), "__version__", "?"))
         except ImportError:
-            from cuda import cuda as driver  # type: ignore[no-redef]
-            from cuda import cudart as runtime  # type: ignore[no-redef]
+            runtime = importlib.import_module("cuda.cudart")
+            driver = importlib.import_module("cuda.cuda")
+            self.version = "<12.6"
         self.rt, self.drv = runtime, driver
+        self._local = threading.local()
+
+    def probe(self) -> Probe:
+        """Count devices; a driver older than this binding's CUDA is named as such."""
+        err, n = self.rt.cudaGetDeviceCount()
+        code = int(err)
+        if code == CUDA_SUCCESS:
+            return Probe(int(n), f"{int(n)} CUDA device(s) via cuda-python {self.version}" if n else
+                         "no CUDA device found (the driver reports none)")
+        if code == CUDA_ERROR_NO_DEVICE:
+            return Probe(0, "no CUDA device found (the driver reports none)")
+        if code == CUDA_ERROR_INSUFFICIENT_DRIVER:
+            driver = self._version(self.rt.cudaDriverGetVersion)  # 0: no driver at all
+            runtime = self._version(self.rt.cudaRuntimeGetVersion)
+            if driver <= 0:
+                return Probe(0, "no NVIDIA driver found (cudaErrorInsufficientDriver with no driver version)")
+            need = f"CUDA {cuda_version_text(runtime)}" if runtime > 0 else "a newer CUDA"
+            return Probe(0, f"the NVIDIA driver supports CUDA {cuda_version_text(driver)} but cuda-python "
+                            f"{self.version} needs {need}: install the binding for this driver "
+                            f"(pip install 'deploykit[gpu-cu{driver // 1000}]') or pycuda, or update the driver",
+                         insufficient_driver=True)
+        return Probe(0, f"cudaGetDeviceCount failed: {err}")
+
+    @staticmethod
+    def _version(fn: Any) -> int:
+        try:
+            err, value = fn()
+        except Exception:  # noqa: BLE001 - an old binding may lack the call; 0 means unknown
+            return 0
+        return int(value) if int(err) == CUDA_SUCCESS else 0
 
     def device_count(self) -> int:
-        err, n = self.rt.cudaGetDeviceCount()
-        return int(n) if int(err) == 0 else 0
+        return self.probe().devices
+
+    @contextlib.contextmanager
+    def scope(self) -> Iterator[None]:
+        """The runtime API makes the primary context current per thread; make sure it has, once."""
+        if not getattr(self._local, "ready", False):
+            _check(self.rt.cudaSetDevice(0), "cudaSetDevice")
+            self._local.ready = True
+        yield
 
     def compute_capability(self, device: int = 0) -> tuple[int, int]:
         a = self.rt.cudaDeviceAttr
@@ -86,6 +156,9 @@ class CudaPython:
 
     def stream(self) -> Any:
         return _check(self.rt.cudaStreamCreate(), "cudaStreamCreate")
+
+    def destroy_stream(self, stream: Any) -> None:
+        _check(self.rt.cudaStreamDestroy(stream), "cudaStreamDestroy")
 
     def stream_handle(self, stream: Any) -> int:
         return int(stream)
@@ -116,20 +189,51 @@ class CudaPython:
 
 
 class PyCuda:
-    """pycuda, with the device's primary context made current."""
+    """pycuda, with the device's primary context pushed around each use, in the calling thread.
+
+    pycuda keeps one context stack per thread and aborts the process when a stack is not
+    empty at cleanup ("The context stack was not empty upon module cleanup"), so nothing
+    stays pushed: :meth:`scope` pushes the primary context and pops it when the outermost
+    use in that thread ends. That also makes any thread able to use the binding.
+    """
 
     name = "pycuda"
 
     def __init__(self) -> None:
-        import pycuda.driver as drv
-
+        drv = importlib.import_module("pycuda.driver")
         drv.init()
         self.drv = drv
-        self.ctx = drv.Device(0).retain_primary_context()
-        self.ctx.push()
+        self._ctx: Any = None
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._keep: dict[int, Any] = {}  # pycuda frees an allocation when its object dies: hold it
+
+    def probe(self) -> Probe:
+        n = int(self.drv.Device.count())
+        return Probe(n, f"{n} CUDA device(s) via pycuda" if n else "no CUDA device found (pycuda sees none)")
+
+    def _primary(self) -> Any:
+        with self._lock:
+            if self._ctx is None:
+                self._ctx = self.drv.Device(0).retain_primary_context()
+            return self._ctx
+
+    @contextlib.contextmanager
+    def scope(self) -> Iterator[None]:
+        """The primary context is current in this thread inside the block (re-entrant)."""
+        depth = getattr(self._local, "depth", 0)
+        if depth == 0:
+            self._primary().push()
+        self._local.depth = depth + 1
+        try:
+            yield
+        finally:
+            self._local.depth -= 1
+            if self._local.depth == 0:
+                self.drv.Context.pop()
 
     def device_count(self) -> int:
-        return int(self.drv.Device.count())
+        return self.probe().devices
 
     def compute_capability(self, device: int = 0) -> tuple[int, int]:
         return tuple(self.drv.Device(device).compute_capability())  # type: ignore[return-value]
@@ -138,33 +242,45 @@ class PyCuda:
         return str(self.drv.Device(device).name())
 
     def malloc(self, nbytes: int) -> int:
-        alloc = self.drv.mem_alloc(max(nbytes, 1))
-        self._keep = getattr(self, "_keep", {})
-        self._keep[int(alloc)] = alloc  # pycuda frees on garbage collection: hold it
+        with self.scope():
+            alloc = self.drv.mem_alloc(max(nbytes, 1))
+        self._keep[int(alloc)] = alloc
         return int(alloc)
 
     def free(self, ptr: int) -> None:
-        alloc = getattr(self, "_keep", {}).pop(ptr, None)
+        alloc = self._keep.pop(ptr, None)
         if alloc is not None:
-            alloc.free()
+            with self.scope():
+                alloc.free()
 
     def stream(self) -> Any:
-        return self.drv.Stream()
+        with self.scope():
+            return self.drv.Stream()
+
+    def destroy_stream(self, stream: Any) -> None:
+        # pycuda destroys a stream when its object dies (activating its context itself);
+        # synchronizing first means nothing is still queued on it then.
+        with self.scope():
+            stream.synchronize()
 
     def stream_handle(self, stream: Any) -> int:
         return int(stream.handle)
 
     def synchronize(self, stream: Any) -> None:
-        stream.synchronize()
+        with self.scope():
+            stream.synchronize()
 
     def htod(self, dst: int, src: np.ndarray, stream: Any) -> None:
-        self.drv.memcpy_htod_async(dst, src, stream)
+        with self.scope():
+            self.drv.memcpy_htod_async(dst, src, stream)
 
     def dtoh(self, dst: np.ndarray, src: int, stream: Any) -> None:
-        self.drv.memcpy_dtoh_async(dst, src, stream)
+        with self.scope():
+            self.drv.memcpy_dtoh_async(dst, src, stream)
 
     def load_module(self, cubin: bytes) -> Any:
-        return self.drv.module_from_buffer(cubin)
+        with self.scope():
+            return self.drv.module_from_buffer(cubin)
 
     def function(self, module: Any, name: str) -> Any:
         return module.get_function(name)
@@ -177,7 +293,8 @@ class PyCuda:
             else np.uint64(int(a))
             for a in args
         ]
-        fn(*packed, block=block, grid=grid, stream=stream)
+        with self.scope():
+            fn(*packed, block=block, grid=grid, stream=stream)
 
 
 BINDINGS: Registry[type] = Registry("CUDA binding")
@@ -197,17 +314,9 @@ def _importable(name: str) -> bool:
 
 
 @functools.lru_cache(maxsize=None)
-def cuda_api(prefer: str | None = None) -> CudaApi:
-    """The first CUDA binding that imports (cuda-python, then pycuda), or ``prefer``.
-
-    Raises:
-        DeployKitError: none is installed.
-    """
-    order = [prefer] if prefer else BINDINGS.names()
-    for name in order:
-        if name in BINDINGS and _importable(name):
-            return BINDINGS.get(name)()
-    raise DeployKitError("no CUDA Python binding: pip install cuda-python (deploykit[gpu]) or pycuda")
+def _binding(name: str) -> CudaApi:
+    """One instance per binding for the process (pycuda's primary context is retained once)."""
+    return BINDINGS.get(name)()
 
 
 @dataclass(frozen=True)
@@ -221,20 +330,47 @@ class GpuStatus:
 
 @functools.lru_cache(maxsize=None)
 def gpu_status() -> GpuStatus:
-    """Probe for a CUDA device without creating anything that could crash without one."""
+    """Probe every installed binding for a CUDA device, without creating anything that could crash without one."""
+    failures: list[tuple[Probe, str]] = []
     for name in BINDINGS.names():
         if not _importable(name):
             continue
         try:
-            n = BINDINGS.get(name)().device_count()
+            probe = _binding(name).probe()  # type: ignore[attr-defined]
         except Exception as e:  # noqa: BLE001 - a missing driver surfaces as many error types
-            return GpuStatus(False, f"no usable CUDA driver ({type(e).__name__}: {str(e).splitlines()[0][:120]})", name)
-        if n > 0:
-            return GpuStatus(True, f"{n} CUDA device(s) via {name}", name)
-        return GpuStatus(False, "no CUDA device found (no driver, or no GPU)", name)
-    return GpuStatus(False, "no CUDA Python binding installed (pip install cuda-python)", None)
+            probe = Probe(0, f"no usable CUDA driver via {name} ({type(e).__name__}: {str(e).splitlines()[0][:120]})")
+        if probe.devices > 0:
+            return GpuStatus(True, probe.reason, name)
+        failures.append((probe, name))
+    if not failures:
+        return GpuStatus(False, "no CUDA Python binding installed (pip install 'deploykit[gpu]')", None)
+    # The most telling reason first: a driver too old for the binding is fixable by a reinstall.
+    probe, name = sorted(failures, key=lambda f: not f[0].insufficient_driver)[0]
+    others = "; ".join(f"{n}: {p.reason}" for p, n in failures if n != name)
+    return GpuStatus(False, probe.reason + (f" ({others})" if others else ""), name)
+
+
+@functools.lru_cache(maxsize=None)
+def cuda_api(prefer: str | None = None) -> CudaApi:
+    """The binding that reaches the GPU (see :func:`gpu_status`), or ``prefer``.
+
+    Raises:
+        DeployKitError: no binding reaches a device; the reason says why.
+    """
+    if prefer:
+        return _binding(prefer)  # an unknown name is a DeployKitError listing the valid ones
+    status = gpu_status()
+    if not status.ok or status.binding is None:
+        raise DeployKitError(f"no usable CUDA device: {status.reason}")
+    return _binding(status.binding)
 
 
 def gpu_available() -> bool:
     """True when a CUDA device is present and a binding can reach it."""
     return gpu_status().ok
+
+
+def reset() -> None:
+    """Forget every probe and binding instance (tests that swap the GPU packages)."""
+    for cached in (gpu_status, cuda_api, _binding):
+        cached.cache_clear()

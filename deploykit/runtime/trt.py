@@ -19,15 +19,31 @@ a workspace limit; running uses ``set_input_shape`` / ``set_tensor_address`` /
 ``execute_async_v3`` on a CUDA stream (8.5+). ``tensorrt`` is imported only inside
 functions, and only after :func:`require_gpu`: creating a TensorRT runtime without a
 device logs an error and the next call segfaults.
+
+Execution contexts and optimization profiles: on 8.5/8.6 a profile serves one context at
+a time (only the first context gets profile 0 implicitly, later ones start at -1 and
+every enqueue fails until a free profile is set; sharing needs 8.6's opt-in
+``kPROFILE_SHARING_0806``). deploykit therefore builds one identical profile per pool
+slot on 8.x and gives slot *i* profile *i* explicitly; from 10.0 profiles are shared, one
+profile is built and every slot selects profile 0.
+
+TF32: TensorRT enables it by default for FP32 math on Ampere and newer. Deployment builds
+keep it (that is the speed users expect); ``BuildConfig(tf32=False)`` clears the flag
+for parity checks that compare with PyTorch at FP32 tolerances (the GPU conformance test).
+
+Caches are keyed by what makes an engine or a timing cache valid: the ONNX bytes, the
+TensorRT version, the GPU (name and compute capability) and the build settings, so a
+cache directory shared by two GPUs rebuilds instead of failing to deserialize.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import importlib
+import logging
 import queue
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -38,6 +54,8 @@ import numpy as np
 from deploykit.atomic import atomic_file
 from deploykit.errors import DeployKitError
 from deploykit.runtime.base import Runner, TensorMeta
+
+log = logging.getLogger(__name__)
 
 MIN_VERSION = (8, 5)  # the name-based tensor API and execute_async_v3 (JetPack 5.1 ships 8.5.2)
 DEFAULT_WORKSPACE = 1 << 30  # 1 GiB: enough tactics for CNNs, fits a Jetson Orin Nano
@@ -51,6 +69,7 @@ class TrtFeatures:
     explicit_batch_flag: bool  # 8.x: networks must be created with EXPLICIT_BATCH
     strongly_typed_flag: bool  # the STRONGLY_TYPED creation flag exists and is used
     precision_flags: bool  # weakly typed builds need BuilderFlag.FP16 / INT8 to use them
+    profile_sharing: bool  # 10+: contexts share profile 0; 8.x: one profile per context
 
 
 def parse_version(text: str) -> tuple[int, int]:
@@ -77,6 +96,7 @@ def features(trt: ModuleType) -> TrtFeatures:
         explicit_batch_flag=major < 10,
         strongly_typed_flag=major >= 10 and has_strong,
         precision_flags=major < 10,
+        profile_sharing=major >= 10,
     )
 
 
@@ -107,7 +127,7 @@ API_NAMES: dict[str, tuple[str, ...]] = {
     "Logger": ("WARNING",),
     "Builder": ("create_network", "create_builder_config", "create_optimization_profile", "build_serialized_network"),
     "IBuilderConfig": ("set_memory_pool_limit", "create_timing_cache", "set_timing_cache", "get_timing_cache",
-                       "add_optimization_profile", "set_flag"),
+                       "add_optimization_profile", "set_flag", "clear_flag"),
     "ITimingCache": ("serialize",),
     "IOptimizationProfile": ("set_shape",),
     "OnnxParser": ("parse_from_file", "num_errors", "get_error"),
@@ -115,12 +135,13 @@ API_NAMES: dict[str, tuple[str, ...]] = {
     "ITensor": ("name", "shape"),
     "Runtime": ("deserialize_cuda_engine",),
     "ICudaEngine": ("num_io_tensors", "get_tensor_name", "get_tensor_mode", "get_tensor_dtype", "get_tensor_shape",
-                    "create_execution_context"),
-    "IExecutionContext": ("set_input_shape", "get_tensor_shape", "set_tensor_address", "execute_async_v3"),
+                    "create_execution_context", "num_optimization_profiles", "get_tensor_profile_shape"),
+    "IExecutionContext": ("set_input_shape", "get_tensor_shape", "set_tensor_address", "execute_async_v3",
+                          "set_optimization_profile_async"),
     "MemoryPoolType": ("WORKSPACE",),
     "TensorIOMode": ("INPUT", "OUTPUT"),
     "NetworkDefinitionCreationFlag": (),  # EXPLICIT_BATCH (8.x) / STRONGLY_TYPED (10+): see features()
-    "BuilderFlag": (),  # FP16 / INT8 on 8.x only
+    "BuilderFlag": ("TF32",),  # FP16 / INT8 on 8.x only (see features())
 }
 
 
@@ -192,12 +213,45 @@ class BuildConfig:
         batch: ``(min, opt, max)`` batch sizes of the optimization profile.
         workspace: workspace memory pool limit in bytes.
         timing_cache: file to load tactic timings from and save them to (None: off).
+        tf32: let FP32 math use TF32 on Ampere+ (TensorRT's default); False for parity checks.
+        profiles: identical optimization profiles to build, one per execution context
+            that runs at once (8.x cannot share a profile between contexts; 10+ can, and
+            builds one whatever this says).
     """
 
     precision: str = "fp32"
     batch: tuple[int, int, int] = (1, 1, 8)
     workspace: int = DEFAULT_WORKSPACE
     timing_cache: str | Path | None = None
+    tf32: bool = True
+    profiles: int = 1
+
+    def key(self) -> str:
+        """The settings that change the engine (not where the timing cache lives)."""
+        return f"{self.precision}|{list(self.batch)}|{int(self.workspace)}|tf32={self.tf32}|profiles={self.profiles}"
+
+
+def profile_count(feats: TrtFeatures, cfg: BuildConfig) -> int:
+    """How many optimization profiles a build makes (see :class:`BuildConfig`)."""
+    return 1 if feats.profile_sharing else max(1, int(cfg.profiles))
+
+
+def _attach_timing_cache(config: Any, cache_file: Path | None) -> None:
+    """Give the builder the saved timings when they fit this GPU, else a fresh cache.
+
+    ``set_timing_cache`` returns False for a cache made on another device (and
+    ``create_timing_cache`` None for a damaged blob): that is not an error, only lost
+    speed, so the build goes on with an empty cache and says so in one line.
+    """
+    blob = cache_file.read_bytes() if cache_file is not None and cache_file.is_file() else b""
+    cache = config.create_timing_cache(blob)
+    if cache is not None and config.set_timing_cache(cache, False):
+        return
+    if blob:
+        log.warning("timing cache %s does not fit this GPU or TensorRT version: starting a fresh one", cache_file)
+    fresh = config.create_timing_cache(b"")
+    if fresh is None or not config.set_timing_cache(fresh, False):
+        raise DeployKitError("TensorRT refused an empty timing cache (see its log above)")
 
 
 def build_engine(onnx_path: str | Path, engine_path: str | Path, cfg: BuildConfig | None = None,
@@ -208,7 +262,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, cfg: BuildConfi
         trt: the tensorrt module (tests pass a fake; normally imported after a GPU check).
 
     Returns:
-        ``{"engine": path, "tensorrt": version, "strongly_typed": bool, "flags": [...]}``.
+        ``{"engine": path, "tensorrt": version, "strongly_typed": bool, "flags": [...], ...}``.
     """
     cfg = cfg or BuildConfig()
     trt = trt or require_gpu(onnx_path)
@@ -230,54 +284,93 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, cfg: BuildConfi
     flags = precision_builder_flags(trt, feats, cfg.precision)
     for flag in flags:
         config.set_flag(flag)
-    profile = builder.create_optimization_profile()
-    for i in range(network.num_inputs):
-        tensor = network.get_input(i)
-        dims = tuple(tensor.shape)
-        if any(d < 0 for d in dims[1:]):
-            raise DeployKitError(f"input {tensor.name} has dynamic dimensions besides the batch: {dims}")
-        profile.set_shape(tensor.name, (lo, *dims[1:]), (opt, *dims[1:]), (hi, *dims[1:]))
-    config.add_optimization_profile(profile)
+    if not cfg.tf32:
+        config.clear_flag(trt.BuilderFlag.TF32)
+    for _ in range(profile_count(feats, cfg)):
+        profile = builder.create_optimization_profile()
+        for i in range(network.num_inputs):
+            tensor = network.get_input(i)
+            dims = tuple(tensor.shape)
+            if any(d < 0 for d in dims[1:]):
+                raise DeployKitError(f"input {tensor.name} has dynamic dimensions besides the batch: {dims}")
+            profile.set_shape(tensor.name, (lo, *dims[1:]), (opt, *dims[1:]), (hi, *dims[1:]))
+        if config.add_optimization_profile(profile) < 0:
+            raise DeployKitError(f"TensorRT refused the optimization profile for batch {cfg.batch}")
     cache_file = Path(cfg.timing_cache) if cfg.timing_cache else None
-    cache = config.create_timing_cache(cache_file.read_bytes() if cache_file and cache_file.is_file() else b"")
-    config.set_timing_cache(cache, False)
+    _attach_timing_cache(config, cache_file)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise DeployKitError(f"TensorRT failed to build an engine from {onnx_path} (see its log above)")
     with atomic_file(engine_path) as tmp:
         tmp.write_bytes(bytes(serialized))
-    if cache_file is not None:
+    timings = config.get_timing_cache() if cache_file is not None else None
+    if timings is not None:  # None when the builder kept no cache: nothing to save, not an error
         with atomic_file(cache_file) as tmp:
-            tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
+            tmp.write_bytes(bytes(timings.serialize()))
     return {"engine": str(engine_path), "tensorrt": ".".join(map(str, feats.version)),
             "strongly_typed": feats.strongly_typed_flag or feats.version[0] >= 11,
-            "flags": [str(f) for f in flags], "batch_profile": list(cfg.batch), "workspace": int(cfg.workspace)}
+            "flags": [str(f) for f in flags], "batch_profile": list(cfg.batch), "workspace": int(cfg.workspace),
+            "tf32": cfg.tf32, "profiles": profile_count(feats, cfg)}
+
+
+def device_key(api: Any, trt: ModuleType) -> str:
+    """What an engine or a timing cache is bound to: GPU name, compute capability, TensorRT version."""
+    major, minor = api.compute_capability(0)
+    return f"{api.device_name(0)}|sm_{major}{minor}|trt {trt.__version__}"
+
+
+def engine_cache_key(onnx_bytes: bytes, api: Any, trt: ModuleType, cfg: BuildConfig) -> str:
+    """A short hash of everything a built engine depends on."""
+    h = hashlib.sha256(onnx_bytes)
+    for part in (device_key(api, trt), cfg.key()):
+        h.update(b"\0" + part.encode())
+    return h.hexdigest()[:16]
 
 
 # -- running ------------------------------------------------------------------------
 class _Slot:
-    """One execution context with its own stream and device buffers (one call at a time)."""
+    """One execution context with its own stream, profile and device buffers (one call at a time)."""
 
-    def __init__(self, engine: Any, api: Any) -> None:
-        self.context = engine.create_execution_context()
+    def __init__(self, engine: Any, api: Any, profile: int, share: bool) -> None:
         self.stream = api.stream()
         self.buffers: dict[str, tuple[int, int]] = {}  # name -> (ptr, nbytes)
+        self.context = engine.create_execution_context()
+        self.profile = profile
+        # Set explicitly on every version: on 8.x only the first context gets profile 0
+        # implicitly; on 10+ it is already 0 and setting it again is harmless.
+        if not self.context.set_optimization_profile_async(profile, api.stream_handle(self.stream)):
+            self.release(api)
+            hint = "" if share else " (TensorRT 8.x: each execution context needs a profile of its own)"
+            raise DeployKitError(f"TensorRT refused optimization profile {profile} for an execution context{hint}")
+        api.synchronize(self.stream)
 
     def buffer(self, api: Any, name: str, nbytes: int) -> int:
         ptr, size = self.buffers.get(name, (0, 0))
         if size < nbytes:
             if ptr:
                 api.free(ptr)
+                del self.buffers[name]
             ptr, size = api.malloc(nbytes), nbytes
             self.buffers[name] = (ptr, size)
         return ptr
+
+    def release(self, api: Any) -> None:
+        """Free the buffers, drop the context (before its engine goes) and destroy the stream."""
+        for ptr, _ in self.buffers.values():
+            api.free(ptr)
+        self.buffers.clear()
+        self.context = None
+        api.destroy_stream(self.stream)
+        self.stream = None
 
 
 class TrtRunner(Runner):
     """Run a TensorRT engine; an ONNX file or bundle is built into a cached engine first.
 
     Thread safety: a pool of ``contexts`` execution contexts, each with its own CUDA
-    stream and buffers; a call takes one from the pool and returns it when done.
+    stream, buffers and optimization profile; a call takes one from the pool and returns
+    it when done, inside the CUDA binding's scope for the calling thread (pycuda's
+    contexts are per thread: the primary context is pushed and popped around each use).
     """
 
     backend = "trt"
@@ -287,6 +380,7 @@ class TrtRunner(Runner):
         super().__init__()
         self.path, self.contexts, self.build_cfg = Path(path), contexts, build
         self._trt, self._api = trt, cuda
+        self._slots: list[_Slot] = []
 
     def _engine_bytes(self, trt: ModuleType) -> bytes:
         from deploykit.runtime.base import onnx_path_of
@@ -298,11 +392,14 @@ class TrtRunner(Runner):
         onnx = onnx_path_of(self.path)
         from deploykit.runtime.kernels.sources import cache_dir
 
-        key = hashlib.sha256(onnx.read_bytes() + trt.__version__.encode()).hexdigest()[:16]
-        engine = cache_dir().parent / "engines" / f"{onnx.stem}-{key}.engine"
+        engines = cache_dir().parent / "engines"
+        device = hashlib.sha256(device_key(self.api, trt).encode()).hexdigest()[:12]
+        cfg = self.build_cfg or BuildConfig(precision=_sidecar_precision(onnx))
+        if cfg.timing_cache is None:
+            cfg = dataclasses.replace(cfg, timing_cache=engines / f"timing-{device}.cache")
+        cfg = dataclasses.replace(cfg, profiles=max(cfg.profiles, self.contexts))
+        engine = engines / f"{onnx.stem}-{engine_cache_key(onnx.read_bytes(), self.api, trt, cfg)}.engine"
         if not engine.is_file():
-            cfg = self.build_cfg or BuildConfig(precision=_sidecar_precision(onnx),
-                                                timing_cache=engine.parent / "timing.cache")
             build_engine(onnx, engine, cfg, trt=trt)
         return engine.read_bytes()
 
@@ -311,32 +408,60 @@ class TrtRunner(Runner):
 
         hint = self.path if self.path.suffix == ".onnx" else None
         trt = self._trt or require_gpu(hint)
-        features(trt)
+        feats = features(trt)
         self.trt = trt
         self.api = self._api or cuda_api()
-        self.logger = trt.Logger(trt.Logger.WARNING)
-        self.runtime = trt.Runtime(self.logger)
-        self.engine = self.runtime.deserialize_cuda_engine(self._engine_bytes(trt))
-        if self.engine is None:
-            raise DeployKitError(f"TensorRT cannot deserialize {self.path} (built by another TensorRT version or GPU?)")
-        self._inputs, self._outputs = {}, {}
-        for i in range(self.engine.num_io_tensors):
-            name = self.engine.get_tensor_name(i)
-            meta = TensorMeta(name, np.dtype(trt.nptype(self.engine.get_tensor_dtype(name))),
-                              tuple(None if d < 0 else int(d) for d in self.engine.get_tensor_shape(name)))
-            is_input = self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
-            (self._inputs if is_input else self._outputs)[name] = meta
-        self._pool: queue.Queue[_Slot] = queue.Queue()
-        self._slots = [_Slot(self.engine, self.api) for _ in range(max(1, self.contexts))]
-        for s in self._slots:
-            self._pool.put(s)
-        self._lock = threading.Lock()
+        with self.api.scope():
+            self.logger = trt.Logger(trt.Logger.WARNING)
+            self.runtime = trt.Runtime(self.logger)
+            self.engine = self.runtime.deserialize_cuda_engine(self._engine_bytes(trt))
+            if self.engine is None:
+                raise DeployKitError(f"TensorRT cannot deserialize {self.path}: an engine runs only on the GPU model "
+                                     f"and TensorRT version that built it ({device_key(self.api, trt)} here)")
+            self._inputs, self._outputs = {}, {}
+            for i in range(self.engine.num_io_tensors):
+                name = self.engine.get_tensor_name(i)
+                meta = TensorMeta(name, np.dtype(trt.nptype(self.engine.get_tensor_dtype(name))),
+                                  tuple(None if d < 0 else int(d) for d in self.engine.get_tensor_shape(name)))
+                is_input = self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
+                (self._inputs if is_input else self._outputs)[name] = meta
+            self._pool: queue.Queue[_Slot] = queue.Queue()
+            self._slots = []
+            wanted = max(1, self.contexts)
+            n = wanted if feats.profile_sharing else min(wanted, self.engine.num_optimization_profiles)
+            if n < wanted:
+                log.warning("%s has %d optimization profile(s): TensorRT %s runs at most that many calls at once",
+                            self.path, n, trt.__version__)
+            try:
+                for i in range(n):
+                    self._slots.append(_Slot(self.engine, self.api, 0 if feats.profile_sharing else i,
+                                             feats.profile_sharing))
+            except BaseException:
+                self._release()
+                raise
+            for s in self._slots:
+                self._pool.put(s)
+            self._batch_range = self._profile_batches()
+
+    def _profile_batches(self) -> dict[str, tuple[int, int]]:
+        """Per input, the batch range every slot's profile accepts (the tightest over slots)."""
+        out: dict[str, tuple[int, int]] = {}
+        for name in self._inputs:
+            ranges = [self.engine.get_tensor_profile_shape(name, s.profile) for s in self._slots]
+            out[name] = (max(int(r[0][0]) for r in ranges), min(int(r[2][0]) for r in ranges))
+        return out
+
+    def _release(self) -> None:
+        with self.api.scope():
+            for s in self._slots:
+                s.release(self.api)
+            self._slots = []
+            self._pool = queue.Queue()  # the pool held the slots (and so the contexts) too
+            self.engine, self.runtime = None, None
 
     def deactivate_impl(self) -> None:
-        for s in self._slots:
-            for ptr, _ in s.buffers.values():
-                self.api.free(ptr)
-        self._slots, self.engine, self.runtime = [], None, None
+        # Contexts before their engine, the engine before its runtime; streams destroyed.
+        self._release()
 
     def get_input_metadata_impl(self) -> dict[str, TensorMeta]:
         return self._inputs
@@ -344,29 +469,48 @@ class TrtRunner(Runner):
     def get_output_metadata_impl(self) -> dict[str, TensorMeta]:
         return self._outputs
 
+    def check_feed(self, feed: dict[str, np.ndarray]) -> None:
+        """The base checks, then the batch against the engine's optimization profile."""
+        super().check_feed(feed)
+        for name, (lo, hi) in self._batch_range.items():
+            batch = feed[name].shape[0]
+            if not lo <= batch <= hi:
+                raise DeployKitError(f"input {name!r} has batch {batch}, outside the engine's optimization profile "
+                                     f"({lo}..{hi}); split the batch or rebuild with a larger profile")
+
     def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         slot = self._pool.get()
         try:
-            ctx, api, stream = slot.context, self.api, slot.stream
-            for name, arr in feed.items():
-                arr = np.ascontiguousarray(arr)
-                ctx.set_input_shape(name, tuple(arr.shape))
-                ptr = slot.buffer(api, name, arr.nbytes)
-                api.htod(ptr, arr, stream)
-                ctx.set_tensor_address(name, ptr)
-            outs = {}
-            for name, meta in self._outputs.items():
-                out = np.empty(tuple(ctx.get_tensor_shape(name)), dtype=meta.dtype)
-                ctx.set_tensor_address(name, slot.buffer(api, name, out.nbytes))
-                outs[name] = out
-            if not ctx.execute_async_v3(api.stream_handle(stream)):
-                raise DeployKitError("TensorRT execute_async_v3 failed (see its log)")
-            for name, out in outs.items():
-                api.dtoh(out, slot.buffers[name][0], stream)
-            api.synchronize(stream)
-            return outs
+            with self.api.scope():
+                return self._run(slot, feed)
         finally:
             self._pool.put(slot)
+
+    def _run(self, slot: _Slot, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        ctx, api, stream = slot.context, self.api, slot.stream
+        for name, arr in feed.items():
+            arr = np.ascontiguousarray(arr)
+            if not ctx.set_input_shape(name, tuple(arr.shape)):
+                raise DeployKitError(f"TensorRT refused shape {'x'.join(map(str, arr.shape))} for input {name!r} "
+                                     f"(outside optimization profile {slot.profile})")
+            ptr = slot.buffer(api, name, arr.nbytes)
+            api.htod(ptr, arr, stream)
+            ctx.set_tensor_address(name, ptr)
+        outs = {}
+        for name, meta in self._outputs.items():
+            shape = tuple(int(d) for d in ctx.get_tensor_shape(name))
+            if any(d < 0 for d in shape):
+                raise DeployKitError(f"TensorRT could not infer the shape of output {name!r} ({shape}) "
+                                     "from the input shapes given")
+            out = np.empty(shape, dtype=meta.dtype)
+            ctx.set_tensor_address(name, slot.buffer(api, name, out.nbytes))
+            outs[name] = out
+        if not ctx.execute_async_v3(api.stream_handle(stream)):
+            raise DeployKitError("TensorRT execute_async_v3 failed (see its log)")
+        for name, out in outs.items():
+            api.dtoh(out, slot.buffers[name][0], stream)
+        api.synchronize(stream)
+        return outs
 
 
 def _sidecar_precision(onnx: Path) -> str:

@@ -1,8 +1,14 @@
 """One set of tests for every Runner backend present.
 
-``torch`` and ``ort`` always run; ``trt-fake`` is the real TensorRT runner driven by a
-fake ``tensorrt`` module and a host-memory CUDA API (its shapes, buffers, context pool
-and addresses all execute); ``trt`` is the real thing and needs a GPU.
+``torch`` and ``ort`` always run; ``trt-fake-*`` is the real TensorRT runner driven by a
+fake ``tensorrt`` module of that version and a host-memory CUDA API (its shapes, buffers,
+context pool, per-context optimization profiles and addresses all execute); ``trt`` is
+the real thing and needs a GPU.
+
+TF32: TensorRT lets FP32 layers use TF32 by default on Ampere and newer (10-bit
+mantissas, relative errors near 1e-3), which the fake reproduces. The TensorRT runners
+here build their parity engines with ``tf32=False`` and are held to the same 1e-4 as the
+other backends: this test checks FP32 correctness, not TF32's rounding.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import pytest
 
 from deploykit.errors import DeployKitError
 from deploykit.runtime.base import Runner, load_runner
-from deploykit.runtime.trt import trt_status
+from deploykit.runtime.trt import BuildConfig, trt_status
 
 import fake_tensorrt  # noqa: E402  (tests/runtime is on sys.path under pytest's rootdir mode)
 
@@ -30,20 +36,30 @@ def _ort(model):
     return load_runner(model[1], backend="ort")
 
 
-def _trt_fake(model):
-    from deploykit.runtime.trt import TrtRunner
+PARITY_BUILD = BuildConfig(tf32=False)
 
-    return TrtRunner(model[1], trt=fake_tensorrt.make("10.3.0"), cuda=fake_tensorrt.FakeCuda())
+
+def _trt_fake_of(version):
+    def make(model):
+        from deploykit.runtime.trt import TrtRunner
+
+        return TrtRunner(model[1], build=PARITY_BUILD, trt=fake_tensorrt.make(version), cuda=fake_tensorrt.FakeCuda())
+    return make
+
+
+_trt_fake = _trt_fake_of("10.3.0")
 
 
 def _trt(model):
-    return load_runner(model[1], backend="trt")
+    return load_runner(model[1], backend="trt", build=PARITY_BUILD)
 
 
 BACKENDS = {
     "torch": pytest.param(_torch, id="torch"),
     "ort": pytest.param(_ort, id="ort"),
-    "trt-fake": pytest.param(_trt_fake, id="trt-fake"),
+    "trt-fake-8.6": pytest.param(_trt_fake_of("8.6.1"), id="trt-fake-8.6"),
+    "trt-fake-10": pytest.param(_trt_fake, id="trt-fake-10"),
+    "trt-fake-11": pytest.param(_trt_fake_of("11.0.0"), id="trt-fake-11"),
     "trt": pytest.param(_trt, id="trt", marks=[pytest.mark.gpu, pytest.mark.skipif(
         not trt_status().ok, reason=f"TensorRT backend unavailable: {trt_status().reason}")]),
 }

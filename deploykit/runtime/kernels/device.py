@@ -3,6 +3,10 @@
 :class:`DeviceKernels` also offers device-pointer variants for the TensorRT path, where
 the preprocessed tensor never leaves the GPU.
 
+When NVRTC cannot be loaded (cuda-python without ``[all]``) or cannot target this GPU,
+the module-level functions fall back to the host build of the same kernels, saying so in
+one logged line, instead of failing at the first image.
+
 Not verified on hardware in this repository's CI (no GPU there): see the README.
 """
 
@@ -10,7 +14,9 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import logging
 import threading
+from types import ModuleType
 
 import numpy as np
 
@@ -21,6 +27,8 @@ from deploykit.runtime.kernels.detection import (DetectionArrays, DetectSettings
 from deploykit.runtime.kernels.nvrtc import compile_cubin
 from deploykit.runtime.kernels.params import check_images, make_params
 from deploykit.zoo.base import Preprocess
+
+log = logging.getLogger(__name__)
 
 BLOCK_2D = (16, 16, 1)
 BLOCK_1D = 256
@@ -159,8 +167,23 @@ class DeviceKernels:
 
 
 @functools.lru_cache(maxsize=1)
-def kernels() -> DeviceKernels:
-    """The process-wide kernels for device 0 (compiled and loaded once)."""
+def kernels() -> DeviceKernels | ModuleType:
+    """The process-wide kernels for device 0 (compiled and loaded once), or the host
+    kernels when NVRTC is missing or cannot target this GPU (one logged line)."""
+    from deploykit.runtime.kernels import cpu_backend, nvrtc
+
+    status = nvrtc.probe()
+    reason = None if status.ok else status.reason
+    if reason is None:
+        api = cuda_api()
+        major, minor = api.compute_capability(0)
+        try:
+            nvrtc.check_arch(major * 10 + minor)
+        except DeployKitError as e:
+            reason = str(e)
+    if reason is not None:
+        log.warning("CUDA kernels unavailable, pre/post-processing runs on the CPU: %s", reason)
+        return cpu_backend()
     return DeviceKernels()
 
 
