@@ -53,7 +53,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             obj = torch.load(str(p), map_location="cpu", weights_only=True)
             sd = obj.get("state_dict", obj) if isinstance(obj, dict) else obj
     except Exception as e:  # noqa: BLE001 - any reader failure means a bad file
-        if not is_safetensors and isinstance(e, pickle.UnpicklingError) and "Weights only load failed" in str(e):
+        # "Unsupported operand": not a pickle at all (garbage, a text file), so nothing to convert.
+        if (not is_safetensors and isinstance(e, pickle.UnpicklingError) and "Weights only load failed" in str(e)
+                and "Unsupported operand" not in str(e)):
             raise DeployKitError(f"weights {p} contains Python objects other than tensors (weights_only refused: "
                                  f"{_refused_global(str(e))}); convert it without running code: "
                                  f"deploykit convert-weights {p} OUT.safetensors") from None
