@@ -35,6 +35,10 @@ OUT.failed.onnx (with its sidecar) for inspection.
 @click.option("--precision", default="fp32", show_default=True, help="fp32, fp16 or int8, written into the ONNX graph.")
 @click.option("--calib-data", help="DATA spec of real images calibrating INT8 activations (its train split).")
 @click.option("--calib-samples", default=256, show_default=True, type=click.IntRange(min=1), help="INT8 calibration images.")
+@click.option("--calib-method", default=None, help="INT8 activation calibration: entropy (default), minmax or percentile.")
+@click.option("--max-drop", type=click.FloatRange(min=0), default=None,
+              help="INT8: keep the most sensitive layers in float until top-1 on 1000 held-out training images of "
+                   "--calib-data is within this many points of FP32 (a per-layer sensitivity report goes into --json).")
 @click.option("--trt", "trt_path", type=click.Path(dir_okay=False, path_type=Path), help="Also build a TensorRT engine here (GPU).")
 @click.option("--bundle", nargs=2, type=(str, click.Path(file_okay=False, path_type=Path)), metavar="TARGET OUT_DIR",
               help="Write a device bundle (TARGET: jetson) with the ONNX, reference data, kernels and a bench script.")
@@ -42,7 +46,8 @@ OUT.failed.onnx (with its sidecar) for inspection.
 @model_options
 @json_option
 def export(model: str, onnx_path: Path, opset: int, data: str | None, samples: int, precision: str,
-           calib_data: str | None, calib_samples: int, trt_path: Path | None, bundle: tuple[str, Path] | None,
+           calib_data: str | None, calib_samples: int, calib_method: str | None, max_drop: float | None,
+           trt_path: Path | None, bundle: tuple[str, Path] | None,
            force: bool, weights: str | None, input_shape: str | None, trust_factory: bool,
            json_path: Path | None) -> None:
     """Export and verify."""
@@ -58,11 +63,20 @@ def export(model: str, onnx_path: Path, opset: int, data: str | None, samples: i
     from deploykit.zoo import build_model, check_input, parse_shape
 
     _check_arguments(onnx_path, opset, precision, calib_data, trt_path, bundle, force, json_path)
+    if (calib_method or max_drop is not None) and precision != "int8":
+        from deploykit.errors import DeployKitError
+
+        raise DeployKitError("--calib-method and --max-drop apply to --precision int8 only")
+    if calib_method:
+        from deploykit.export.int8 import METHODS
+
+        METHODS.get(calib_method)
 
     # Data and model next, checked against each other: still nothing written.
     check_spec = data or calib_data
     ds = load_dataset(with_split(check_spec, "test")).subset(samples) if check_spec else None
-    calib = prec.calibration_from_spec(calib_data, calib_samples) if precision == "int8" else None
+    calib = (prec.calibration_from_spec(calib_data, calib_samples, method=calib_method, max_drop=max_drop)
+             if precision == "int8" else None)
     built = build_model(model, weights=weights, input_shape=parse_shape(input_shape) if input_shape else None,
                         trust_factory=trust_factory)
     check_input(built)
@@ -86,6 +100,11 @@ def export(model: str, onnx_path: Path, opset: int, data: str | None, samples: i
         if precision != "fp32":
             final = fp32_path.with_name("model.onnx")
             result.update(prec.convert(fp32_path, final, precision, calib))
+            budget = result.get("calibration", {}).get("budget")
+            if budget:
+                out(f"int8 --max-drop {budget['max_drop']}: {len(budget['kept_float'])} layer(s) kept in float; "
+                    f"held-out top-1 {budget['top1']:.2f} vs fp32 {budget['fp32_top1']:.2f} "
+                    f"({budget['validation_images']} training images){'' if budget['met'] else ' (budget NOT met)'}")
             check_inputs = real or [x.numpy() for x in inputs]
             check = prec.verify(fp32_path, final, check_inputs, ds.labels if ds is not None else None)
             result["precision_check"] = {**check, "real_data": ds is not None}

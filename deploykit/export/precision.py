@@ -9,6 +9,8 @@ So deploykit writes the precision into the graph itself, in forms every runtime 
 ``int8``  QuantizeLinear/DequantizeLinear pairs (ONNX Runtime's quantizer, QDQ format):
           symmetric int8 activations calibrated on real images, symmetric per-channel
           int8 weights, float biases: the explicit-quantization form TensorRT consumes.
+          Calibration methods, the per-layer sensitivity report and the layers kept in
+          float under a top-1 budget are in :mod:`deploykit.export.int8`.
 
 Each conversion is checked on ONNX Runtime (CPU) against the FP32 file on the same
 inputs: max difference and top-1 agreement go into the JSON result.
@@ -17,8 +19,7 @@ inputs: max difference and top-1 agreement go into the JSON result.
 from __future__ import annotations
 
 import shutil
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,15 +49,29 @@ class Calibration:
     Attributes:
         images: uint8 NHWC images (a train split, not the images used for evaluation).
         batch_size: images per calibration batch.
-        method: ``minmax``, ``entropy`` or ``percentile`` (ONNX Runtime's calibrators).
+        method: ``minmax``, ``entropy`` or ``percentile`` (ONNX Runtime's calibrators;
+            the default is chosen by the evidence, see :data:`deploykit.export.int8.DEFAULT_METHOD`).
         spec: the DATA spec they came from (recorded in the sidecar).
+        exclude: ONNX node names left in float.
+        max_drop: top-1 points the INT8 graph may lose on ``validation``; layers are kept in
+            float, most sensitive first, until it holds (None: quantize every layer).
+        validation: held-out labelled training images for ``max_drop``.
     """
 
     images: np.ndarray
     batch_size: int = 32
-    method: str = "minmax"
+    method: str = field(default_factory=lambda: _default_method())
     spec: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    exclude: tuple[str, ...] = ()
+    max_drop: float | None = None
+    validation: Any = None  # deploykit.export.int8.Validation
+
+
+def _default_method() -> str:
+    from deploykit.export.int8 import DEFAULT_METHOD
+
+    return DEFAULT_METHOD
 
 
 Converter = Callable[[Path, Path, Preprocess, "Calibration | None"], dict[str, Any]]
@@ -104,62 +119,16 @@ def toposort(graph) -> None:
     graph.node.extend(copies)
 
 
-def _reader(pre: Preprocess, calib: Calibration):
-    from onnxruntime.quantization import CalibrationDataReader
-
-    class _Reader(CalibrationDataReader):
-        """Feeds preprocessed calibration batches, one dict per batch."""
-
-        def __init__(self) -> None:
-            self._it = self._batches()
-
-        def _batches(self) -> Iterator[dict[str, np.ndarray]]:
-            from deploykit.runtime.kernels import cpu_backend
-
-            kernels = cpu_backend()
-            for start in range(0, len(calib.images), calib.batch_size):
-                yield {INPUT_NAME: kernels.preprocess(calib.images[start : start + calib.batch_size], pre)}
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self._it, None)
-
-    return _Reader()
-
-
-CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
-
-
 @PRECISIONS.register("int8")
 def _int8(src: Path, dst: Path, pre: Preprocess, calib: Calibration | None) -> dict[str, Any]:
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    from deploykit.export.int8 import METHODS, convert_int8
 
     if calib is None or len(calib.images) == 0:
         raise DeployKitError("int8 needs real calibration images: pass --calib-data SPEC (e.g. cifar10:DIR:train)")
-    if calib.method not in CALIBRATION_METHODS:
-        raise DeployKitError(f"unknown calibration method {calib.method!r}; valid: {', '.join(CALIBRATION_METHODS)}")
-    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-              "percentile": CalibrationMethod.Percentile}[calib.method]
-    with tempfile.TemporaryDirectory(prefix="dk-int8-", dir=dst.parent) as tmp:
-        prepared = Path(tmp) / "prepared.onnx"
-        # Shape inference and constant folding first, as ONNX Runtime recommends.
-        quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
-        quantize_static(
-            str(prepared), str(dst), _reader(pre, calib),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=method,
-            extra_options={
-                "ActivationSymmetric": True,  # TensorRT: zero point 0
-                "WeightSymmetric": True,
-                "QuantizeBias": False,  # TensorRT quantizes no bias: keep them float
-                **calib.extra,
-            },
-        )
-    return {"calibration": {"data": calib.spec, "samples": int(len(calib.images)), "method": calib.method,
-                            "activations": "int8 symmetric per-tensor", "weights": "int8 symmetric per-channel"}}
+    METHODS.get(calib.method)  # an unknown method is one line listing the valid ones
+    details = convert_int8(src, dst, pre, calib.images, calib.method, calib.batch_size, calib.extra, calib.exclude,
+                           calib.validation, calib.max_drop)
+    return {"calibration": {"data": calib.spec, **details}}
 
 
 def convert(src: str | Path, dst: str | Path, precision: str, calib: Calibration | None = None) -> dict[str, Any]:
@@ -215,18 +184,31 @@ def verify(reference: str | Path, candidate: str | Path, inputs: list[np.ndarray
     return result
 
 
-def calibration_from_spec(spec: str, samples: int, seed: int = 0, method: str = "minmax") -> Calibration:
-    """``samples`` images drawn (seeded, without replacement) from the train split of ``spec``."""
+def calibration_from_spec(spec: str, samples: int, seed: int = 0, method: str | None = None,
+                          max_drop: float | None = None, validation_samples: int = 1000) -> Calibration:
+    """``samples`` images drawn (seeded, without replacement) from the train split of ``spec``;
+    with ``max_drop``, ``validation_samples`` other labelled images of that split measure the drop."""
     from deploykit.data import load_dataset
     from deploykit.data.splits import with_split
+    from deploykit.export.int8 import DEFAULT_METHOD, METHODS, Validation
 
     if samples < 1:
         raise DeployKitError(f"--calib-samples must be at least 1, got {samples}")
+    method = method or DEFAULT_METHOD
+    METHODS.get(method)
     train = with_split(spec, "train")
     ds = load_dataset(train)
     rng = np.random.default_rng(seed)
-    idx = np.sort(rng.choice(len(ds), size=min(samples, len(ds)), replace=False))
-    return Calibration(images=ds.images[idx], method=method, spec=train)
+    order = rng.permutation(len(ds))
+    idx = np.sort(order[: min(samples, len(ds))])
+    validation = None
+    if max_drop is not None:
+        held_out = np.sort(order[len(idx) : len(idx) + validation_samples])
+        if len(held_out) < 100:
+            raise DeployKitError(f"--max-drop needs at least 100 held-out images in {train} besides the "
+                                 f"{len(idx)} calibration images; it has {len(held_out)}")
+        validation = Validation(ds.images[held_out], ds.labels[held_out])
+    return Calibration(images=ds.images[idx], method=method, spec=train, max_drop=max_drop, validation=validation)
 
 
 def preprocessed(images: np.ndarray, pre: Preprocess, batch_size: int = 64) -> list[np.ndarray]:

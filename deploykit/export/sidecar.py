@@ -32,6 +32,8 @@ class CalibrationDoc(StrictDocument):
     method: Text
     activations: Text | None = None
     weights: Text | None = None
+    kept_float: list[Name] = Field(default_factory=list, max_length=MAX_ITEMS)  # layers left unquantized
+    budget: dict[str, Any] | None = None  # --max-drop: held-out measurements and the sensitivity report
 
 
 class DetectionDoc(StrictDocument):

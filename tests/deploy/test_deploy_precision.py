@@ -116,7 +116,7 @@ def test_int8_without_calibration_and_unknown_precision_are_user_errors(random_o
     with pytest.raises(DeployKitError, match="valid: fp16, fp32, int8"):
         prec.convert(random_onnx, tmp_path / "b.onnx", "int4")
     bad = prec.Calibration(images=np.zeros((4, 32, 32, 3), np.uint8), method="magic")
-    with pytest.raises(DeployKitError, match="minmax, entropy, percentile"):
+    with pytest.raises(DeployKitError, match="valid: entropy, minmax, percentile"):
         prec.convert(random_onnx, tmp_path / "c.onnx", "int8", bad)
     assert list(tmp_path.iterdir()) == []  # nothing half-written, no sidecar
 
@@ -126,3 +126,101 @@ def test_int8_on_random_images_still_writes_a_loadable_qdq_graph(random_onnx, tm
     out = tmp_path / "q.onnx"
     prec.convert(random_onnx, out, "int8", calib)
     assert sidecar_path(out).is_file() and read_sidecar(out)["calibration"]["data"] == "random"
+
+
+class TinyNet(nn.Module):
+    """Three convolutions and a linear head on 8x8 images: quantizes in a second.
+
+    One output channel of ``c1`` is 200 times larger than the others: ``c2``'s input,
+    quantized per tensor, then keeps almost no resolution for the other seven channels
+    (the classic activation outlier), so ``c2`` is the layer to keep in float."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.c1, self.c2, self.c3 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 8, 3)
+        self.fc = nn.Linear(8, 64)  # many close classes: int8 noise flips some top-1s
+        with torch.no_grad():
+            self.c1.weight[0] *= 200.0
+            self.c2.weight[:, 0] /= 200.0  # the outlier channel still matters no more than the others
+            self.fc.weight.normal_(0.0, 3.0)  # classes spread over the feature space: varied, close top-1s
+            self.fc.bias.zero_()
+
+    def forward(self, x):
+        x = torch.relu(self.c1(x))
+        x = torch.relu(self.c2(x))
+        x = self.c3(x).mean(dim=(2, 3))
+        return self.fc(x - x.mean(dim=1, keepdim=True))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """``(fp32 onnx, calibration images, validation)``: labels are FP32's own top-1, so FP32 scores 100%."""
+    from deploykit.export.int8 import Validation
+    from deploykit.export.onnx import ort_session
+
+    built = BuiltModel(TinyNet().eval(), "test:tiny", (1, 3, 8, 8), Preprocess(size=(8, 8)))
+    path = tmp_path_factory.mktemp("tiny") / "tiny.onnx"
+    export_onnx(built, path)
+    rng = np.random.default_rng(0)
+    calib = rng.integers(0, 256, (64, 8, 8, 3), dtype=np.uint8)
+    images = rng.integers(0, 256, (300, 8, 8, 3), dtype=np.uint8)
+    x = np.concatenate(prec.preprocessed(images, built.preprocess))
+    labels = ort_session(path).run(None, {"input": x})[0].argmax(1)
+    return path, calib, Validation(images, labels, sensitivity_samples=100)
+
+
+@pytest.mark.parametrize("method", ["minmax", "entropy", "percentile"])
+def test_each_calibration_method_writes_its_qdq_graph(tiny, tmp_path, method):
+    path, calib, _ = tiny
+    out = tmp_path / "q.onnx"
+    info = prec.convert(path, out, "int8", prec.Calibration(images=calib, method=method, spec="random"))
+    assert info["calibration"]["method"] == method and read_sidecar(out)["calibration"]["method"] == method
+    ops = [n.op_type for n in onnx.load(str(out)).graph.node]
+    assert ops.count("DequantizeLinear") >= 4  # every conv's weights and the head
+
+
+def test_default_calibration_is_entropy():
+    assert prec.Calibration(images=np.zeros((1, 8, 8, 3), np.uint8)).method == "entropy"
+
+
+def test_a_generous_budget_keeps_every_layer_int8(tiny, tmp_path):
+    path, calib, val = tiny
+    info = prec.convert(path, tmp_path / "q.onnx", "int8",
+                        prec.Calibration(images=calib, max_drop=100.0, validation=val))
+    budget = info["calibration"]["budget"]
+    assert info["calibration"]["kept_float"] == [] and budget["met"] and budget["sensitivity"] == []
+    assert budget["fp32_top1"] == 100.0 and budget["validation_images"] == 300
+
+
+def test_a_zero_budget_keeps_sensitive_layers_in_float_until_it_holds(tiny, tmp_path):
+    from deploykit.export.int8 import WEIGHT_OPS
+    from deploykit.export.onnx import ort_session
+
+    path, calib, val = tiny
+    out = tmp_path / "q.onnx"
+    info = prec.convert(path, out, "int8", prec.Calibration(images=calib, method="minmax", max_drop=0.0, validation=val))
+    budget, kept = info["calibration"]["budget"], info["calibration"]["kept_float"]
+    assert budget["all_int8_top1"] < 100.0  # quantizing everything loses something on these images
+    assert budget["met"] and budget["top1"] == 100.0 and kept
+    rows = budget["sensitivity"]
+    weight_nodes = [n.name for n in onnx.load(str(path)).graph.node if n.op_type in WEIGHT_OPS]
+    assert sorted(r["node"] for r in rows) == sorted(weight_nodes)
+    assert rows[0]["node"] == "/c2/Conv"  # the layer fed by the outlier channel (TinyNet's docstring)
+    assert [r["recovered"] for r in rows] == sorted((r["recovered"] for r in rows), reverse=True)
+    assert kept == [r["node"] for r in rows[: len(kept)]]  # most sensitive first
+    # Independently: the written graph scores what the budget says, and the kept layers have no Q/DQ on weights.
+    x = np.concatenate(prec.preprocessed(val.images, Preprocess(size=(8, 8))))
+    assert (ort_session(out).run(None, {"input": x})[0].argmax(1) == val.labels).all()
+    model = onnx.load(str(out))
+    producers = {o: n for n in model.graph.node for o in n.output}
+    for node in model.graph.node:
+        if node.name in kept:
+            assert producers.get(node.input[1]) is None or producers[node.input[1]].op_type != "DequantizeLinear"
+
+
+def test_max_drop_without_held_out_images_is_a_user_error(tiny, tmp_path):
+    path, calib, _ = tiny
+    with pytest.raises(DeployKitError, match="held-out"):
+        prec.convert(path, tmp_path / "q.onnx", "int8", prec.Calibration(images=calib, max_drop=0.5))
+    assert list(tmp_path.iterdir()) == []
