@@ -43,7 +43,8 @@ process trains on its share of each global batch and rank 0 writes.\n\n{MODEL_HE
               help="Progressive: channels (chunks of --round-to) removed at each removal.")
 @click.option("--prune-within", type=float,
               help="Progressive: finish pruning within this fraction of the budget (removals grow as needed), in (0, 1].")
-@click.option("--data", help="DATA spec: calibration and fine-tuning use its train split, top-1 its test split.")
+@click.option("--data", help="DATA spec: calibration and fine-tuning use its train split, top-1 (mAP@0.5 for a "
+              "detector with yolo:DIR) its test split.")
 @click.option("--eval-data", multiple=True, metavar="SPEC", help="Another DATA spec to report top-1 on (repeatable).")
 @click.option("--calib-batches", default=8, show_default=True, type=int, help="Calibration batches (one-shot, data-driven criteria).")
 @click.option("--batch-size", default=64, show_default=True, type=int, help="Global batch size (all processes together).")
@@ -98,7 +99,8 @@ def compress(out_dir: Path, json_path: Path | None, ignore: tuple[str, ...], eva
         return
     rows = [[name, human(r["params"]), human(r["macs"]), human(r["activation_bytes"], "B"), r.get("top1")]
             for name, r in (("base", report["base"]), ("pruned", report["pruned"]))]
-    out(table(["model", "params", "MACs", "activations", "top-1"], rows))
+    metric = {"map50": "mAP@0.5"}.get(report.get("metric", "top1"), "top-1")  # a detector reports mAP@0.5
+    out(table(["model", "params", "MACs", "activations", metric], rows))
     rounding = report["rounding"]
     if rounding["unrounded_layers"]:
         out(f"{rounding['unrounded_layers']} layers in {len(rounding['unrounded'])} groups could not be rounded to "

@@ -20,7 +20,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, ClassVar
 
 import numpy as np
 import torch
@@ -73,9 +73,14 @@ class ImageDataset:
     labels: np.ndarray
     classes: list[str]
     spec: str
+    task: ClassVar[str] = "classification"  # what the labels are (data.detection holds boxes)
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def batch(self, idx: np.ndarray, pre: Preprocess) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x, y)`` of the images at ``idx``: preprocessed inputs and their labels."""
+        return pre.apply(torch.from_numpy(self.images[idx])), torch.from_numpy(self.labels[idx])
 
     def subset(self, n: int | None) -> ImageDataset:
         """The first ``n`` images (all when ``n`` is None)."""
@@ -423,8 +428,11 @@ def batches(
         if limit is not None and count >= limit:
             return
         idx = order[start : start + batch_size][rank::world].numpy()
-        x = pre.apply(torch.from_numpy(ds.images[idx]))
+        x, y = ds.batch(idx, pre)
         if augment:
             x = random_crop_flip(x, generator=gen)
-        yield x, torch.from_numpy(ds.labels[idx])
+        yield x, y
         count += 1
+
+
+from deploykit.data import detection  # noqa: E402,F401  (registers yolo:DIR)

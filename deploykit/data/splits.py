@@ -10,6 +10,7 @@ def with_split(spec: str, split: str) -> str:
     """``spec`` with its split set to ``split`` where the dataset has splits.
 
     ``digits`` → ``digits:train``; ``cifar10:DIR:test:jpeg75`` → ``cifar10:DIR:train:jpeg75``;
+    ``yolo:DIR`` → ``yolo:DIR:train``;
     ``imagefolder:DIR`` is returned as is (one folder, no splits). A spec whose
     split field holds something else, or with extra fields, is returned unchanged,
     for the loader to reject.
@@ -25,6 +26,8 @@ def with_split(spec: str, split: str) -> str:
         if len(rest) > 1 or (rest and rest[0] not in CIFAR_VARIANTS):
             return spec
         return ":".join(["cifar10", args[0], split, *rest])
+    if kind == "yolo" and args and (len(args) == 1 or (len(args) == 2 and args[1] in SPLITS)):
+        return f"yolo:{args[0]}:{split}"
     return spec
 
 

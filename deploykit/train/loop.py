@@ -7,12 +7,14 @@ import math
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deploykit.data import ImageDataset, batches
+from deploykit.data import ImageDataset, batches, check_compatible, model_classes
+from deploykit.errors import DeployKitError
 from deploykit.registry import Registry
 from deploykit.train.distributed import Dist, wrap_ddp
 from deploykit.zoo.base import Preprocess
@@ -54,6 +56,69 @@ OPTIMIZERS.register("sgd", lambda groups, lr: torch.optim.SGD(groups, lr=lr, mom
 OPTIMIZERS.register("adamw", lambda groups, lr: torch.optim.AdamW(groups, lr=lr))
 
 
+class Task(Protocol):
+    """What fine-tuning and evaluation need to know about a kind of model (registry :data:`TASKS`).
+
+    Attributes:
+        metric: what :meth:`evaluate` reports (``top1``, ``map50``), in percent.
+        augment: whether CIFAR-style crop and flip may be applied to its inputs.
+    """
+
+    metric: str
+    augment: bool
+
+    def loss(self, model: nn.Module, out: Any, x: torch.Tensor, y: torch.Tensor, teacher: nn.Module | None,
+             cfg: TrainConfig) -> torch.Tensor:
+        """The training loss of a batch (mean over its samples), distilled when ``teacher`` is given."""
+        ...
+
+    def scoring_loss(self, model: nn.Module) -> Callable[[Any, torch.Tensor], torch.Tensor]:
+        """The loss data-driven criteria differentiate, summed over a batch's samples."""
+        ...
+
+    def evaluate(self, model: nn.Module, ds: Any, pre: Preprocess, batch_size: int = 256, dist: Dist | None = None,
+                 device: str = "cpu") -> float:
+        """The task's metric on ``ds``, in percent."""
+        ...
+
+    def check_compatible(self, built: Any, datasets: list[Any]) -> None:
+        """Refuse, in one line, data this model cannot train or be evaluated on."""
+        ...
+
+
+class ClassificationTask:
+    """Cross-entropy (or :func:`kd_loss`) on logits; top-1 accuracy."""
+
+    metric = "top1"
+    augment = True
+
+    def loss(self, model: nn.Module, out: torch.Tensor, x: torch.Tensor, y: torch.Tensor, teacher: nn.Module | None,
+             cfg: TrainConfig) -> torch.Tensor:
+        if teacher is None:
+            return F.cross_entropy(out, y)
+        with torch.no_grad():
+            t_out = teacher(x)
+        return kd_loss(out, t_out, y, cfg.kd_alpha, cfg.kd_temperature)
+
+    def scoring_loss(self, model: nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        return lambda out, y: F.cross_entropy(out, y, reduction="sum")
+
+    def evaluate(self, model: nn.Module, ds: ImageDataset, pre: Preprocess, batch_size: int = 256,
+                 dist: Dist | None = None, device: str = "cpu") -> float:
+        return evaluate(model, ds, pre, batch_size, dist, device)
+
+    def check_compatible(self, built: Any, datasets: list[Any]) -> None:
+        for ds in datasets:
+            if ds is not None and getattr(ds, "task", "classification") != "classification":
+                raise DeployKitError(f"data {ds.spec} holds {ds.task} labels (boxes) but {built.spec} is a classifier; "
+                                     "give class-labelled data (cifar10:, imagefolder:, digits)")
+        check_compatible(model_classes(built.model, built.example_input()), built.preprocess, *datasets)
+
+
+TASKS: Registry[Task] = Registry("task")
+TASKS.register("classification", ClassificationTask())
+
+
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """The configured optimizer; no weight decay on BatchNorm and biases."""
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
@@ -73,14 +138,16 @@ class Trainer:
     Args:
         model: trained in place.
         cfg: optimizer, weight decay, distillation settings.
-        teacher: when given, the loss is :func:`kd_loss` against its logits.
+        teacher: when given, the loss is distilled against its outputs (:func:`kd_loss` for classifiers).
         dist: the process group; gradients are averaged over it (DDP).
         device: where batches are moved.
+        task: what the model does (its loss); classification when None.
     """
 
     def __init__(self, model: nn.Module, cfg: TrainConfig, teacher: nn.Module | None = None, dist: Dist | None = None,
-                 device: str = "cpu") -> None:
+                 device: str = "cpu", task: Task | None = None) -> None:
         self.model, self.cfg, self.teacher = model, cfg, teacher
+        self.task = task or TASKS.get("classification")
         self.dist = dist or Dist()
         self.device = device
         self.optimizer = make_optimizer(model, cfg)
@@ -99,11 +166,7 @@ class Trainer:
 
     def loss(self, out: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The training loss of a batch (mean over its samples)."""
-        if self.teacher is None:
-            return F.cross_entropy(out, y)
-        with torch.no_grad():
-            t_out = self.teacher(x)
-        return kd_loss(out, t_out, y, self.cfg.kd_alpha, self.cfg.kd_temperature)
+        return self.task.loss(self.model, out, x, y, self.teacher, self.cfg)
 
     def step(self, x: torch.Tensor, y: torch.Tensor, lr: float,
              observe: AbstractContextManager | None = None) -> float:
@@ -141,16 +204,18 @@ def train(
     cfg: TrainConfig,
     teacher: nn.Module | None = None,
     on_step: Callable[[int, int, float], None] | None = None,
+    task: Task | None = None,
 ) -> float:
     """Fine-tune ``model`` in place for ``cfg.epochs`` with a cosine schedule; returns the last batch's loss.
 
     Args:
         teacher: when given, the loss is :func:`kd_loss` against its logits.
         on_step: called as ``on_step(step, total_steps, loss)`` after each step.
+        task: what the model does (its loss); classification when None.
     """
     steps_per_epoch = math.ceil(len(ds) / cfg.batch_size)
     total = max(1, round(cfg.epochs * steps_per_epoch))
-    trainer = Trainer(model, cfg, teacher)
+    trainer = Trainer(model, cfg, teacher, task=task)
     step, loss_value, epoch = 0, float("nan"), 0
     while step < total:
         for x, y in batches(ds, pre, cfg.batch_size, shuffle=True, seed=cfg.seed + epoch, augment=cfg.augment):

@@ -21,7 +21,7 @@ from deploykit.bench.attach import LATENCY_TARGET, attach_latency, ladders_for, 
 from deploykit.bench.predictor import LatencyModel
 from deploykit.bench.verify import LatencyCheck
 from deploykit.compression import TARGETS, CompressConfig
-from deploykit.data import ImageDataset, batches, check_compatible, load_dataset, model_classes
+from deploykit.data import ImageDataset, batches, load_dataset, model_classes
 from deploykit.data.splits import with_split
 from deploykit.errors import DeployKitError
 from deploykit.graph.costs import CostModel, Costs, measure
@@ -34,10 +34,11 @@ from deploykit.prune.plan import make_plan
 from deploykit.prune.reconstruct import RECOVERIES, Recovery
 from deploykit.select import NORMALIZERS, SelectConfig, Target, select_global
 from deploykit.train import dcff  # noqa: F401  (registers the dcff schedule)
+from deploykit.train import detection  # noqa: F401  (registers the detection task)
 from deploykit.train.checkpoint import Checkpoint, CheckpointDir, optimizer_from_flat, optimizer_to_flat, restore_plan
 from deploykit.train.distributed import Dist, process_group, synchronized_batchnorm
 from deploykit.train.job import Job, PruneState, Stateful
-from deploykit.train.loop import OPTIMIZERS, Trainer, TrainConfig, evaluate, recalibrate_bn
+from deploykit.train.loop import OPTIMIZERS, TASKS, Task, Trainer, TrainConfig, recalibrate_bn
 from deploykit.train.schedules import SCHEDULES, Schedule
 from deploykit.train.search import resolve_schedule
 from deploykit.train.stream import BatchStream
@@ -211,10 +212,12 @@ class _Run:
         self.cfg, self.rs, self.data, self.d, self.rep, self.out = cfg, rs, data, d, rep, out
         self.ckpts = CheckpointDir(out / CHECKPOINTS)
         self.fresh_checkpoints = True
+        self.task: Task = TASKS.get("classification")  # set from the model in execute()
 
     # -- evaluation ------------------------------------------------------------------------------
     def _evaluate_all(self, model: torch.nn.Module, pre) -> dict[str, float]:
-        return {spec: round(evaluate(model, ds, pre, dist=self.d, device=self.cfg.device), 2) for spec, ds in self.data.evals.items()}
+        return {spec: round(self.task.evaluate(model, ds, pre, dist=self.d, device=self.cfg.device), 2)
+                for spec, ds in self.data.evals.items()}
 
     def execute(self, start: float) -> dict[str, Any]:
         cfg, d, rep = self.cfg, self.d, self.rep
@@ -223,8 +226,9 @@ class _Run:
         built = build_model(cfg.model, weights=cfg.weights, input_shape=shape)
         check_input(built)
         model, pre = built.model, built.preprocess
-        check_compatible(model_classes(model, built.example_input()), pre,
-                         self.data.train, *self.data.evals.values())
+        # Classifiers train on labels with cross-entropy; detectors on boxes with their own loss (train/detection.py).
+        self.task = TASKS.get(built.task)
+        self.task.check_compatible(built, [self.data.train, *self.data.evals.values()])
         example = built.example_input()
         graph = ModelGraph(built.traced, example, ignore=cfg.ignore)
         cost_model = CostModel(graph)
@@ -254,9 +258,9 @@ class _Run:
         if total > 0:
             teacher = _teacher(cfg, shape, model, example) if cfg.kd else None
             tcfg = TrainConfig(epochs=cfg.finetune_epochs, lr=cfg.lr, batch_size=cfg.batch_size, weight_decay=cfg.weight_decay,
-                               optimizer=cfg.optimizer, seed=cfg.seed, augment=pre.size[0] >= 32, kd_alpha=cfg.kd_alpha,
-                               kd_temperature=cfg.kd_temperature)
-            trainer = Trainer(model, tcfg, teacher, d, cfg.device)
+                               optimizer=cfg.optimizer, seed=cfg.seed, augment=pre.size[0] >= 32 and self.task.augment,
+                               kd_alpha=cfg.kd_alpha, kd_temperature=cfg.kd_temperature)
+            trainer = Trainer(model, tcfg, teacher, d, cfg.device, task=self.task)
             stream = BatchStream(train_ds, pre, cfg.batch_size, seed=cfg.seed, augment=tcfg.augment, shard=d.shard)
 
         criterion = self.rs.criterion
@@ -267,7 +271,8 @@ class _Run:
             self.fresh_checkpoints = False
 
         job = Job(model=model, graph=graph, cost_model=cost_model, criterion=criterion,
-                  scoring=ScoringContext(model, graph, all_reduce=d.all_reduce), select=sel_cfg,
+                  scoring=ScoringContext(model, graph, loss_fn=self.task.scoring_loss(model), all_reduce=d.all_reduce),
+                  select=sel_cfg,
                   comparable=criterion.comparable, dist=d, trainer=trainer, stream=stream, total=total, lr=cfg.lr,
                   interval=cfg.interval, channels_per_step=cfg.channels_per_step, prune_within=cfg.prune_within,
                   state=state)
@@ -418,6 +423,7 @@ class _Run:
         prim = evals.get(primary, {}) if primary else {}
         return {
             "model": cfg.model,
+            "metric": self.task.metric,  # what "top1" and "eval" hold: top-1 (classifiers) or mAP@0.5 (detectors)
             "criterion": cfg.criterion,
             "normalize": self.rs.normalize,
             "schedule": self.rs.schedule_name,

@@ -82,7 +82,7 @@ class BatchStream:
     def batch(self, iteration: int) -> tuple[torch.Tensor, torch.Tensor]:
         """This process's ``(x, y)`` of global batch ``iteration``."""
         idx = self.indices(iteration).numpy()
-        x = self.pre.apply(torch.from_numpy(self.ds.images[idx]))
+        x, y = self.ds.batch(idx, self.pre)
         if self.augment:
             epoch, step = divmod(iteration, self.steps_per_epoch)
             g = torch.Generator().manual_seed(_seed(self.seed, epoch, step + 1))
@@ -92,4 +92,4 @@ class BatchStream:
             dx = torch.randint(0, span, (b,), generator=g)[self.rank :: self.world]
             flip = (torch.rand(b, generator=g) < 0.5)[self.rank :: self.world]
             x = crop_flip(x, dy, dx, flip, self.pad)
-        return x, torch.from_numpy(self.ds.labels[idx])
+        return x, y

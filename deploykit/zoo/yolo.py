@@ -60,13 +60,17 @@ def import_ultralytics() -> Any:
         # An explicit user setting of the config dir wins; offline is forced (never a DNS lookup).
         if key == "YOLO_OFFLINE" or key not in os.environ:
             os.environ[key] = value
-    save = torch.save
+    from PIL import Image
+
+    save, image_open = torch.save, Image.open
     try:
         import ultralytics.nn.tasks as tasks
     except ImportError:
         raise DeployKitError("ultralytics: specs need the yolo extra: pip install 'deploykit[yolo]'") from None
     finally:
         torch.save = save  # Ultralytics patches torch.save globally at import
+        # ... and PIL.Image.open, which then answers an unreadable image by pip-installing a HEIF plugin.
+        Image.open = image_open
     return tasks
 
 

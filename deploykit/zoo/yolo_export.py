@@ -46,6 +46,9 @@ def inference_branch(head: nn.Module) -> dict[str, nn.Module]:
 
 def decode_head(head: nn.Module, raw: dict[str, torch.Tensor]) -> torch.Tensor:
     """``forward_head``'s raw ``boxes`` [N, 4·reg_max, A] and ``scores`` [N, nc, A] → ``[N, 4 + nc, A]``."""
+    from deploykit.zoo.yolo import import_ultralytics
+
+    import_ultralytics()  # offline, settings in the cache, global patches undone
     from ultralytics.utils.tal import dist2bbox, make_anchors
 
     anchors, strides = (a.transpose(0, 1) for a in make_anchors(raw["feats"], head.stride, 0.5))

@@ -4,6 +4,7 @@ end to end (export with parity, sidecar, Engine on ONNX Runtime and on PyTorch).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import numpy as np
@@ -139,7 +140,8 @@ def test_labels_must_match_the_head_classes(tmp_path, constant_onnx):
 
 @pytest.fixture(scope="module")
 def yolo_built():
-    pytest.importorskip("ultralytics", reason="the yolo extra (ultralytics) is not installed")
+    if importlib.util.find_spec("ultralytics") is None:  # not importorskip: a direct import patches PIL and torch
+        pytest.skip("the yolo extra (ultralytics) is not installed")
     from deploykit.zoo import build_model
     from deploykit.zoo.yolo_export import YoloDecoded
 
@@ -173,6 +175,9 @@ def test_yolo_exports_its_decoded_head_with_parity(yolo_built, tmp_path):
 
 
 def test_yolo_engine_matches_ultralytics_postprocessing(yolo_built, tmp_path):
+    from deploykit.zoo.yolo import import_ultralytics
+
+    import_ultralytics()
     from ultralytics.utils import nms as unms
     from ultralytics.utils.ops import scale_boxes
 
