@@ -89,9 +89,10 @@ RUN_SH = r"""#!/usr/bin/env bash
 # Build the TensorRT engine for this bundle on the device and benchmark it.
 # Written by deploykit @@VERSION@@; needs bash, trtexec (JetPack: /usr/src/tensorrt/bin) and python3.
 #
-#   ./run.sh [--dry-run] [--duration S] [--warmup MS] [--batches "1 8"] [--no-cuda-graph] [--out DIR]
+#   ./run.sh [--dry-run] [--duration S] [--warmup MS] [--batches "1 8"] [--no-cuda-graph] [--no-kernels] [--out DIR]
 #
-# --dry-run prints every command instead of running it (no GPU needed).
+# --dry-run prints every command instead of running it (no GPU needed). Environment:
+# TRTEXEC, TRT_VERSION (when trtexec's banner cannot be read), NVCC, CUDA_ARCH (e.g. 72).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -106,9 +107,10 @@ DURATION_S=10
 WARMUP_MS=2000
 BATCHES="@@BATCHES@@"
 CUDA_GRAPH=1
+KERNELS=1
 OUT="$HERE/out"
 
-usage() { sed -n '2,8p' "$0"; }
+usage() { sed -n '2,9p' "$0"; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) DRY_RUN=1 ;;
@@ -116,6 +118,7 @@ while [ $# -gt 0 ]; do
     --warmup) WARMUP_MS="$2"; shift ;;
     --batches) BATCHES="$2"; shift ;;
     --no-cuda-graph) CUDA_GRAPH=0 ;;
+    --no-kernels) KERNELS=0 ;;
     --out) OUT="$2"; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "run.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
@@ -141,24 +144,39 @@ fi
 
 # Flags used exist from TensorRT 8.5 (JetPack 5.1) on; percentiles are computed by
 # summarize.py from the exported per-query times, not by trtexec.
-# TensorRT version: from $TRT_VERSION, else trtexec's banner "[TensorRT v100300]" / "[TensorRT v8601]".
+# TensorRT version: from $TRT_VERSION, else trtexec's banner "[TensorRT v100300]" (10+:
+# major*10000 + minor*100 + patch) / "[TensorRT v8601]" (8.x: major*1000 + minor*100 + patch).
+# The precision flags differ by version and an unknown flag fails the build, so a version
+# that cannot be read is an error, never a guess.
 if [ -z "${TRT_VERSION:-}" ]; then
-  if [ "$DRY_RUN" = 1 ]; then TRT_VERSION=10.3.0; else
+  if [ "$DRY_RUN" = 1 ]; then
+    TRT_VERSION=10.3.0; echo "run.sh: dry run: TRT_VERSION not set, showing the commands for TensorRT $TRT_VERSION" >&2
+  else
     code="$("$TRTEXEC" --help 2>&1 | grep -o 'TensorRT v[0-9]*' | head -n1 | tr -dc '0-9' || true)"
-    if [ -z "$code" ]; then TRT_VERSION=unknown
+    if [ -z "$code" ]; then
+      echo "run.sh: cannot read the TensorRT version from '$TRTEXEC --help' (no '[TensorRT vNNNN]' banner);" \
+           "set it, e.g. TRT_VERSION=8.6.2 ./run.sh" >&2
+      exit 2
     elif [ "$code" -ge 10000 ]; then TRT_VERSION="$((code / 10000)).$(((code / 100) % 100)).$((code % 100))"
     else TRT_VERSION="$((code / 1000)).$(((code / 100) % 10)).$((code % 100))"; fi
   fi
 fi
 TRT_MAJOR="${TRT_VERSION%%.*}"
-[[ "$TRT_MAJOR" =~ ^[0-9]+$ ]] || TRT_MAJOR=10
+TRT_MINOR="$(echo "$TRT_VERSION" | cut -d. -f2)"
+if ! [[ "$TRT_MAJOR" =~ ^[0-9]+$ && "$TRT_MINOR" =~ ^[0-9]+$ ]]; then
+  echo "run.sh: TRT_VERSION=$TRT_VERSION is not a version like 8.6.2 or 10.3.0" >&2; exit 2
+fi
+if [ "$TRT_MAJOR" -lt 8 ] || { [ "$TRT_MAJOR" -eq 8 ] && [ "$TRT_MINOR" -lt 5 ]; }; then
+  echo "run.sh: TensorRT $TRT_VERSION is older than 8.5 (JetPack 5.1), which this bundle needs" >&2; exit 2
+fi
 
-# Precision lives in the ONNX graph (casts, Q/DQ). TensorRT 8.6 builds weakly typed
-# networks and needs the flags to use it; 10 takes --stronglyTyped; 11 is always strongly typed.
+# Precision lives in the ONNX graph (casts, Q/DQ). 8.5/8.6 build weakly typed networks and
+# need --fp16/--int8 to use it (they have no --stronglyTyped); 9 and 10 take --stronglyTyped
+# (which refuses the precision flags); 11 is always strongly typed and has no --fp16.
 PREC_FLAGS=()
-if [ "$TRT_MAJOR" -lt 10 ]; then
+if [ "$TRT_MAJOR" -lt 9 ]; then
   case "$PRECISION" in fp16) PREC_FLAGS=(--fp16) ;; int8) PREC_FLAGS=(--int8 --fp16) ;; esac
-elif [ "$TRT_MAJOR" -eq 10 ]; then
+elif [ "$TRT_MAJOR" -le 10 ]; then
   PREC_FLAGS=(--stronglyTyped)
 fi
 
@@ -175,6 +193,41 @@ record power_mode nvpmodel -q
 record clocks jetson_clocks --show
 record gpu nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,power.limit --format=csv
 record kernel uname -srm
+
+# The CUDA pre/post-processing kernels, compiled by this device's own nvcc for its own GPU
+# (JetPack 5's CUDA 11.4 still targets Xavier's sm_72, which CUDA 13 dropped). Recorded in
+# results.json (device.kernels); a failed compile is recorded, it does not stop the benchmark.
+if [ "$KERNELS" = 1 ]; then
+  NVCC="${NVCC:-$(command -v nvcc || true)}"
+  if [ -z "$NVCC" ] && [ -x /usr/local/cuda/bin/nvcc ]; then NVCC=/usr/local/cuda/bin/nvcc; fi
+  ARCH="${CUDA_ARCH:-}"
+  if [ -z "$ARCH" ] && [ -r /proc/device-tree/compatible ]; then
+    case "$(tr '\0' ' ' < /proc/device-tree/compatible)" in
+      *tegra234*) ARCH=87 ;; *tegra194*) ARCH=72 ;; *tegra186*) ARCH=62 ;; *tegra210*) ARCH=53 ;;
+    esac
+  fi
+  if [ -z "$ARCH" ] && command -v nvidia-smi > /dev/null 2>&1; then
+    ARCH="$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2> /dev/null | head -n1 | tr -dc '0-9' || true)"
+  fi
+  if [ "$DRY_RUN" = 1 ]; then NVCC="${NVCC:-nvcc}"; ARCH="${ARCH:-XX}"; fi
+  if [ -z "$NVCC" ] || [ -z "$ARCH" ]; then
+    msg="not compiled: GPU architecture unknown (set CUDA_ARCH, e.g. 72)"
+    if [ -z "$NVCC" ]; then msg="not compiled: no nvcc (set NVCC=/usr/local/cuda/bin/nvcc)"; fi
+    echo "run.sh: kernels $msg" >&2
+    if [ "$DRY_RUN" = 0 ]; then echo "$msg" > "$OUT/env/kernels.txt"; fi
+  else
+    if [ "$DRY_RUN" = 0 ]; then mkdir -p "$OUT/kernels"; fi
+    built=()
+    for src in preprocess postprocess; do
+      if run "$NVCC" -cubin -arch="sm_$ARCH" --fmad=false -std=c++17 -O3 -I"$HERE/kernels/include" \
+          "$HERE/kernels/$src.cu" -o "$OUT/kernels/$src.sm_$ARCH.cubin"; then built+=("$src"); fi
+    done
+    if [ "$DRY_RUN" = 0 ]; then
+      echo "sm_$ARCH: ${built[*]:-none} compiled by $("$NVCC" --version 2> /dev/null | grep -o 'release [0-9.]*' | head -n1)" \
+        > "$OUT/env/kernels.txt"
+    fi
+  fi
+fi
 
 ENGINE="$OUT/model.engine"
 run "$TRTEXEC" --onnx="$HERE/model.onnx" --saveEngine="$ENGINE" --timingCacheFile="$OUT/timing.cache" \
@@ -203,8 +256,8 @@ if [ "$DRY_RUN" = 0 ]; then echo "results: $OUT/results.json (deploykit bench --
 SUMMARIZE_PY = r'''#!/usr/bin/env python3
 """Turn trtexec's outputs in OUT/ into OUT/results.json (schema deploykit-bench/1).
 
-Standard library only: it runs on the device, where deploykit is not installed.
-Written by deploykit @@VERSION@@.
+Standard library only, Python 3.8 and newer: it runs on the device, where deploykit is not
+installed (JetPack 5 ships Python 3.8). Written by deploykit @@VERSION@@.
 """
 
 import argparse
@@ -289,7 +342,7 @@ def reference_check(bundle, out, manifest):
 def device_info(out):
     info = {}
     env = os.path.join(out, "env")
-    for name in ("model", "l4t", "power_mode", "clocks", "gpu", "kernel", "tensorrt"):
+    for name in ("model", "l4t", "power_mode", "clocks", "gpu", "kernel", "tensorrt", "kernels"):
         p = os.path.join(env, name + ".txt")
         text = open(p, errors="replace").read().strip().replace("\x00", "") if os.path.isfile(p) else None
         info[name] = text or None
@@ -352,8 +405,11 @@ numbers set the power mode and lock clocks first (`sudo nvpmodel -m 0`,
 `sudo jetson_clocks`); the script records both but changes neither.
 
 The engine is built on the device because TensorRT engines are specific to the GPU and the
-TensorRT version. `kernels/` holds deploykit's CUDA pre/post-processing sources; they
-compile with NVRTC for the device's own architecture (sm_72 Xavier, sm_87 Orin).
+TensorRT version. `kernels/` holds deploykit's CUDA pre/post-processing sources; `run.sh`
+compiles them with the device's own nvcc for its own architecture (sm_72 Xavier with
+JetPack 5's CUDA 11.4, sm_87 Orin) into `out/kernels/`, and records the result
+(`--no-kernels` skips it; set `NVCC` or `CUDA_ARCH` when they are not found). `run.sh`
+needs bash and trtexec; `summarize.py` needs Python 3.8 or newer and nothing else.
 """
 
 

@@ -62,9 +62,11 @@ def test_script_syntax(bundle):
 
 
 @pytest.mark.parametrize(("trt_version", "precision", "expected", "absent"), [
+    ("8.5.2", "int8", ["--int8", "--fp16"], ["--stronglyTyped"]),
     ("8.6.1", "fp16", ["--fp16"], ["--stronglyTyped", "--int8"]),
     ("8.6.1", "int8", ["--int8", "--fp16"], ["--stronglyTyped"]),
     ("10.3.0", "int8", ["--stronglyTyped"], ["--int8", "--fp16"]),
+    ("11.0.0", "fp16", [], ["--stronglyTyped", "--int8", "--fp16"]),
     ("11.0.0", "int8", [], ["--stronglyTyped", "--int8", "--fp16"]),
 ])
 def test_dry_run_prints_the_right_build_per_tensorrt_version(bundle, tmp_path, trt_version, precision, expected, absent):
@@ -101,6 +103,76 @@ def fake_env(tmp_path: Path, **extra: str) -> dict:
     return {"TRTEXEC": str(exe), "FAKE_TRTEXEC_LOG": str(tmp_path / "calls.jsonl"), **extra}
 
 
+def with_precision(bundle_dir: Path, dest: Path, precision: str) -> Path:
+    """A copy of the bundle whose script builds ``precision`` (the graph itself stays fp32)."""
+    shutil.copytree(bundle_dir, dest)
+    script = (dest / "run.sh").read_text().replace('PRECISION="fp32"', f'PRECISION="{precision}"')
+    (dest / "run.sh").write_text(script)
+    return dest
+
+
+@pytest.mark.parametrize(("version", "precision"), [("8.5.2", "int8"), ("8.6.1", "fp16"), ("11.0.0", "fp16")])
+def test_each_trtexec_version_accepts_the_build_the_script_gives_it(bundle, tmp_path, version, precision):
+    copy = with_precision(bundle[0], tmp_path / "b", precision)
+    proc = run_sh(copy, "--duration", "1", "--batches", "1", "--no-kernels", "--out", str(tmp_path / "out"),
+                  env=fake_env(tmp_path, FAKE_TRTEXEC_VERSION=version))
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["device"]["tensorrt"] == version
+
+
+def test_the_fake_trtexec_refuses_flags_its_version_lacks(tmp_path):
+    env = {**os.environ, **fake_env(tmp_path, FAKE_TRTEXEC_VERSION="8.6.1")}
+    proc = subprocess.run([env["TRTEXEC"], "--onnx=m.onnx", "--stronglyTyped"], capture_output=True, text=True, env=env)
+    assert proc.returncode == 1 and "Unknown option: --stronglyTyped" in proc.stderr
+    env["FAKE_TRTEXEC_VERSION"] = "11.0.0"
+    proc = subprocess.run([env["TRTEXEC"], "--onnx=m.onnx", "--fp16"], capture_output=True, text=True, env=env)
+    assert proc.returncode == 1 and "Unknown option: --fp16" in proc.stderr
+
+
+def test_an_unreadable_trtexec_version_stops_the_run_instead_of_guessing(bundle, tmp_path):
+    proc = run_sh(bundle[0], "--out", str(tmp_path / "out"), env=fake_env(tmp_path, FAKE_TRTEXEC_VERSION="garbled"))
+    assert proc.returncode == 2 and "cannot read the TensorRT version" in proc.stderr and "TRT_VERSION=" in proc.stderr
+    calls = [json.loads(ln) for ln in (tmp_path / "calls.jsonl").read_text().splitlines()]
+    assert calls == [["--help"]]  # nothing was built with a guessed flag set
+
+
+def test_a_tensorrt_older_than_8_5_is_refused(bundle, tmp_path):
+    proc = run_sh(bundle[0], "--dry-run", env={"TRT_VERSION": "8.4.3"})
+    assert proc.returncode == 2 and "older than 8.5" in proc.stderr
+
+
+def test_dry_run_compiles_the_kernels_for_the_device_arch(bundle, tmp_path):
+    proc = run_sh(bundle[0], "--dry-run", env={"TRT_VERSION": "8.5.2", "CUDA_ARCH": "72", "NVCC": "/usr/local/cuda/bin/nvcc"})
+    assert proc.returncode == 0, proc.stderr
+    nvcc = [ln for ln in proc.stdout.splitlines() if ln.startswith("+ /usr/local/cuda/bin/nvcc")]
+    assert len(nvcc) == 2 and all("-cubin -arch=sm_72" in ln and "--fmad=false" in ln for ln in nvcc)
+    assert any("kernels/preprocess.cu" in ln for ln in nvcc) and any("kernels/postprocess.cu" in ln for ln in nvcc)
+    assert "--no-kernels" in (bundle[0] / "run.sh").read_text()
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed here")
+def test_the_device_nvcc_compiles_the_bundled_kernels_and_results_record_it(bundle, tmp_path):
+    out = tmp_path / "out"
+    proc = run_sh(bundle[0], "--duration", "1", "--batches", "1", "--out", str(out),
+                  env=fake_env(tmp_path, CUDA_ARCH="87"))
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    from deploykit.runtime.kernels.fatbin import cubin_arch
+
+    for src in ("preprocess", "postprocess"):
+        assert cubin_arch((out / "kernels" / f"{src}.sm_87.cubin").read_bytes()) == 87
+    kernels = json.loads((out / "results.json").read_text())["device"]["kernels"]
+    assert kernels.startswith("sm_87: preprocess postprocess compiled by release")
+
+
+def test_summarize_runs_on_jetpack_5s_python_3_8(bundle):
+    import ast
+
+    src = (bundle[0] / "summarize.py").read_text()
+    ast.parse(src, feature_version=(3, 8))  # JetPack 5 ships Python 3.8
+    for newer in ("removeprefix", "removesuffix", "zoneinfo", "match ", "| None", "math.dist", "functools.cache("):
+        assert newer not in src, newer
+
+
 def test_end_to_end_with_a_fake_trtexec_then_bench_import(bundle, tmp_path, capsys):
     out = tmp_path / "out"
     proc = run_sh(bundle[0], "--duration", "1", "--warmup", "100", "--no-cuda-graph", "--out", str(out), env=fake_env(tmp_path))
@@ -115,7 +187,7 @@ def test_end_to_end_with_a_fake_trtexec_then_bench_import(bundle, tmp_path, caps
         "warmup_ms": 100.0, "duration_s": 1.0, "cuda_graph": False, "batches": [1, 8]}
     rows = {r["batch"]: r for r in doc["results"]}
     assert set(rows) == {1, 8} and rows[1]["runs"] == 200
-    lat = np.array([r["latencyMs"] for r in json.loads((out / "times_b8.json").read_text())[1:]])
+    lat = np.array([r["latencyMs"] for r in json.loads((out / "times_b8.json").read_text())])  # no header row
     assert rows[8]["p50_ms"] == pytest.approx(np.percentile(lat, 50), abs=1e-4)
     assert rows[8]["p99_ms"] == pytest.approx(np.percentile(lat, 99), abs=1e-4)
     assert rows[8]["throughput"] == pytest.approx(8e3 / rows[8]["p50_ms"], rel=1e-3)
