@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -14,7 +15,10 @@ from deploykit.errors import DeployKitError
 from deploykit.zoo import build_model, check_spec
 
 pytest.importorskip("timm")
-pytest.importorskip("ultralytics")
+# find_spec, not importorskip: a direct first import of ultralytics patches PIL.Image.open for the whole session
+# (an unreadable image then tries to pip-install a HEIF plugin); deploykit imports it through import_ultralytics.
+if importlib.util.find_spec("ultralytics") is None:
+    pytest.skip("the yolo extra (ultralytics) is not installed", allow_module_level=True)
 
 
 def test_timm_spec_takes_timm_data_config():
