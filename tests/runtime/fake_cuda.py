@@ -130,6 +130,13 @@ def _runtime(setup: Setup) -> types.ModuleType:
             return (cudaError_t.cudaErrorInvalidResourceHandle,)
         return (ok,)
 
+    def cudaStreamQuery(stream):
+        try:
+            dev().check_stream(int(stream))
+        except RuntimeError:
+            return (cudaError_t.cudaErrorInvalidResourceHandle,)
+        return (ok,)  # the fake's work is done when it is enqueued
+
     def cudaMemcpyAsync(dst, src, n, kind, stream):
         dev().check_stream(int(stream))
         if kind == rt.cudaMemcpyKind.cudaMemcpyHostToDevice:
@@ -139,7 +146,7 @@ def _runtime(setup: Setup) -> types.ModuleType:
         return (ok,)
 
     for fn in (cudaGetDeviceCount, cudaSetDevice, cudaDeviceGetAttribute, cudaGetDeviceProperties, cudaMalloc,
-               cudaFree, cudaStreamCreate, cudaStreamDestroy, cudaStreamSynchronize, cudaMemcpyAsync):
+               cudaFree, cudaStreamCreate, cudaStreamDestroy, cudaStreamSynchronize, cudaStreamQuery, cudaMemcpyAsync):
         setattr(rt, fn.__name__, guarded(fn))
     rt.cudaDriverGetVersion, rt.cudaRuntimeGetVersion = cudaDriverGetVersion, cudaRuntimeGetVersion
     return rt
