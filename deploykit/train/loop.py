@@ -265,3 +265,6 @@ def recalibrate_bn(model: nn.Module, ds: ImageDataset, pre: Preprocess, num_batc
         m.momentum = mom
         m.train(tr)
     model.eval()
+
+
+from deploykit.train import detection  # noqa: E402,F401  (registers the detection task in TASKS)
