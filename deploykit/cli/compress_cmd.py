@@ -101,6 +101,10 @@ def compress(out_dir: Path, json_path: Path | None, ignore: tuple[str, ...], eva
             for name, r in (("base", report["base"]), ("pruned", report["pruned"]))]
     metric = {"map50": "mAP@0.5"}.get(report.get("metric", "top1"), "top-1")  # a detector reports mAP@0.5
     out(table(["model", "params", "MACs", "activations", metric], rows))
+    not_followed = report.get("verification", {}).get("not_followed", {})
+    if not_followed:
+        out(f"{len(not_followed)} groups were left whole: deploykit could not follow them (pruned != masked; "
+            "why: report.json 'verification')")
     rounding = report["rounding"]
     if rounding["unrounded_layers"]:
         out(f"{rounding['unrounded_layers']} layers in {len(rounding['unrounded'])} groups could not be rounded to "

@@ -24,6 +24,7 @@ from torch import nn
 
 from deploykit.errors import UnsupportedModelError
 from deploykit.graph import pruners, tracing
+from deploykit.graph.grouping import Budget, BudgetExceeded, Unfollowable, pruning_group
 
 # Ops the dependency graph treats as element-wise although they change the
 # channel count: a group through them would be pruned inconsistently.
@@ -65,6 +66,7 @@ class Group:
     kept: list[int]
     items: list[Item] = field(repr=False)
     atoms: list[list[int]] = field(default_factory=list, repr=False)
+    ties: list[tuple[int, int]] = field(default_factory=list, repr=False)
     prunable: bool = True
     reason: str | None = None
 
@@ -123,7 +125,9 @@ class ModelGraph:
             if p not in names:
                 raise UnsupportedModelError(f"--ignore {p!r} names no module of the model")
         pruners.mark_group_convs(model)
+        self.budget = Budget()
         self.dg, self.owner = self._build()
+        self.limit = self._widest()
         self._check_custom_ops()
         self.groups: list[Group] = self._collect_groups()
         self.full_widths = [g.channels for g in self.groups]
@@ -151,6 +155,26 @@ class ModelGraph:
         finally:
             self.model.train(was_training)
         return dg, owner
+
+    def _widest(self) -> int:
+        """The widest channel dimension of any tensor the trace saw (bounds channel positions)."""
+        widest = max((int(getattr(m, "out_channels", 0) or getattr(m, "out_features", 0) or 0)
+                      for m in self.model.modules()), default=1)
+        for node in self.dg.module2node.values():
+            meta = getattr(getattr(node, "grad_fn", None), "_input_metadata", None)
+            if meta:
+                shape = tuple(meta[0].shape)
+                widest = max(widest, max(shape[1:], default=1))
+        return widest
+
+    def op_name(self, node) -> str:
+        """``ViewBackward0 in stages.1.attn``: a graph node as a person reads it."""
+        if isinstance(getattr(node, "module", None), nn.Module) and node.module in self.dg._module2name:
+            return f"{type(node.module).__name__} {self.dg._module2name[node.module]}"
+        gf = getattr(node, "grad_fn", None)
+        op = gf.name() if gf is not None and hasattr(gf, "name") else type(getattr(node, "module", None)).__name__
+        op = op.removesuffix("Backward0").removesuffix("Backward1").lstrip("_").removesuffix("Op")
+        return f"{op} in {self.owner.get(gf) or '<model>'}"
 
     def _trace_error(self, e: Exception, owner: dict[object, str]) -> UnsupportedModelError:
         """Name the op and module where the graph library failed, from the traceback."""
@@ -197,7 +221,7 @@ class ModelGraph:
         pruner = self.dg.get_pruner_of_module(group.root)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return self.dg.get_pruning_group(group.root, pruner.prune_out_channels, list(range(group.channels)))
+            return pruning_group(self.dg, group.root, pruner.prune_out_channels, list(range(group.channels)))[0]
 
     def _items(self, tpg: tp.Group) -> list[Item]:
         items = []
@@ -221,16 +245,28 @@ class ModelGraph:
             if pruner is None or pruner.get_out_channels(m) is None:
                 continue
             channels = pruner.get_out_channels(m)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                tpg = self.dg.get_pruning_group(m, pruner.prune_out_channels, list(range(channels)))
+            name = self.dg._module2name[m]
+            unfollowed = None
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    tpg, ties = pruning_group(self.dg, m, pruner.prune_out_channels, list(range(channels)), self.budget,
+                                              self.limit)
+            except Unfollowable as e:
+                # Left whole: the group holds the root alone (its coupled layers are not known).
+                unfollowed = f"not followed: channel positions run past the tensors through {self.op_name(e.node)}"
+                tpg, ties = pruning_group(self.dg, m, pruner.prune_out_channels, [], None)
+            except BudgetExceeded as e:
+                parent = name.rpartition(".")[0] or name
+                raise UnsupportedModelError(f"the channel graph stopped: {e}; leave the module out with "
+                                            f"--ignore {parent}") from None
             items = self._items(tpg)
             for it in items:
                 if it.out and it.module is not None:
                     seen.add(it.module)
-            g = Group(self.dg._module2name[m], m, channels, list(range(channels)), items)
+            g = Group(name, m, channels, list(range(channels)), items, ties=ties)
             g.atoms = _atoms(g)
-            g.prunable, g.reason = self._check(g)
+            g.prunable, g.reason = (False, unfollowed) if unfollowed else self._check(g)
             groups.append(g)
         return groups
 
@@ -249,7 +285,8 @@ class ModelGraph:
                 return False, f"unsupported op: {CHANNEL_CHANGING_OPS[op]} in {self.owner.get(gf) or '<model>'}"
         for it in g.items:
             if it.out and (not it.node.outputs or any(isinstance(o.module, tp.ops._OutputOp) for o in it.node.outputs)):
-                return False, f"model output ({it.name})"
+                where = it.name if it.module is not None else self.op_name(it.node)
+                return False, f"model output ({where})"
         coupled = [it.name for it in g.items if it.module is not None and _under(it.name, self.ignore)]
         if coupled:
             return False, f"coupled to an ignored layer ({coupled[0]})"
@@ -274,6 +311,15 @@ class ModelGraph:
                     sites.setdefault(mod, []).append((g.id, it.idxs, it.root_idxs))
         return sites
 
+    def tp_items(self, group: Group) -> list[Item]:
+        """The group's members with their current positions (index maps refreshed)."""
+        return self._items(self.tp_group(group))
+
+    def leave_whole(self, gid: str, reason: str) -> None:
+        """Mark a group unprunable, with the reason ``inspect`` and the report show."""
+        g = self._by_id[gid]
+        g.prunable, g.reason = False, reason
+
     def get(self, gid: str) -> Group:
         """The group whose root layer is ``gid``."""
         return self._by_id[gid]
@@ -294,7 +340,7 @@ class ModelGraph:
         pruner = self.dg.get_pruner_of_module(g.root)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            self.dg.get_pruning_group(g.root, pruner.prune_out_channels, pos).prune(record_history=False)
+            pruning_group(self.dg, g.root, pruner.prune_out_channels, pos)[0].prune(record_history=False)
         g.kept = [k for k in g.kept if k not in drop]
         g.channels = len(g.kept)
         g.atoms = [a for a in ([k for k in atom if k not in drop] for atom in g.atoms) if a]
@@ -310,6 +356,10 @@ def _atoms(g: Group) -> list[list[int]]:
             c = parent[c]
         return c
 
+    # One position of a layer carrying two root channels (cat([x, f(x)]) in a residual) ties them.
+    for a, b in g.ties:
+        if a in parent and b in parent:
+            parent[find(a)] = find(b)
     for it in g.items:
         first: dict[tuple, int] = {}
         for pos, root in zip(it.idxs, it.root_idxs):

@@ -8,6 +8,7 @@ broadcast) and only rank 0 writes checkpoints and the artifact.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from deploykit.compression import TARGETS, CompressConfig
 from deploykit.data import ImageDataset, batches, load_dataset, model_classes
 from deploykit.data.splits import with_split
 from deploykit.errors import DeployKitError
+from deploykit.graph import verify
 from deploykit.graph.costs import CostModel, Costs, measure
 from deploykit.graph.groups import ModelGraph
 from deploykit.importance import ScoringContext, get_criterion
@@ -231,6 +233,12 @@ class _Run:
         self.task.check_compatible(built, [self.data.train, *self.data.evals.values()])
         example = built.example_input()
         graph = ModelGraph(built.traced, example, ignore=cfg.ignore)
+        # Every group checks itself on a copy (pruned == masked); the ones that fail are left whole.
+        with rep.task("checking every group: pruned equals masked", None):
+            verdict = verify.probe(built.traced, example, graph, cfg.ignore, seed=cfg.seed)
+        if verdict.failed:
+            rep.log(f"{len(verdict.failed)} group(s) left whole, not followed (why: report.json 'verification')")
+        unpruned = copy.deepcopy(built.traced).cpu().eval()
         cost_model = CostModel(graph)
         # --normalize latency, --target-latency, --round-to auto: predictions from the latency table.
         latency = attach_latency(cost_model, cfg.model, normalize=self.rs.normalize, targets=cfg.targets,
@@ -303,6 +311,15 @@ class _Run:
         report = self._report(job, base_costs, pruned_costs, base_top1, final, rounding, ckpt, total)
         if latency is not None:
             report["latency"] = {**latency_report(latency, cost_model), "checks": job.state.latency_checks}
+        # The plan verifies itself before it is written: its removal, on the unpruned model, equals masking.
+        removal = {g.id: set(range(full)) - set(g.kept) for g, full in zip(graph.groups, graph.full_widths)
+                   if len(g.kept) < full}
+        final_check = verify.check(unpruned, example, cfg.ignore, removal) if removal else verify.Verdict()
+        if final_check.failed:  # the probe passed these groups: a bug, never a silently wrong artifact
+            gid, why = next(iter(final_check.failed.items()))
+            raise RuntimeError(f"the plan does not verify: group {gid} {why}")
+        report["verification"] = {**verdict.to_dict(), "plan_verified": bool(removal),
+                                  "seconds": round(verdict.seconds + final_check.seconds, 2)}
         report["seconds"] = round(time.perf_counter() - start, 2)
         if d.main:
             plan = make_plan(built, graph, criterion=cfg.criterion, ignore=cfg.ignore)
