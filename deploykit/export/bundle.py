@@ -223,8 +223,8 @@ if [ "$KERNELS" = 1 ]; then
           "$HERE/kernels/$src.cu" -o "$OUT/kernels/$src.sm_$ARCH.cubin"; then built+=("$src"); fi
     done
     if [ "$DRY_RUN" = 0 ]; then
-      echo "sm_$ARCH: ${built[*]:-none} compiled by $("$NVCC" --version 2> /dev/null | grep -o 'release [0-9.]*' | head -n1)" \
-        > "$OUT/env/kernels.txt"
+      release="$("$NVCC" --version 2> /dev/null | grep -o 'release [0-9.]*' | head -n1 || true)"
+      echo "sm_$ARCH: ${built[*]:-none} compiled by ${release:-nvcc}" > "$OUT/env/kernels.txt"
     fi
   fi
 fi

@@ -10,8 +10,8 @@ import pytest
 from deploykit.errors import DeployKitError
 from deploykit.runtime import trt as dk_trt
 
-pytestmark = [pytest.mark.gpu,
-              pytest.mark.skipif(not dk_trt.trt_status().ok, reason=f"needs a GPU with TensorRT: {dk_trt.trt_status().reason}")]
+_STATUS = dk_trt.trt_status()
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not _STATUS.ok, reason=f"needs a GPU with TensorRT: {_STATUS.reason}")]
 
 
 def x(n: int, seed: int = 0) -> np.ndarray:

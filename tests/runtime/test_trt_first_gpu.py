@@ -231,8 +231,8 @@ def test_fake_parser_refuses_unsupported_ops_and_nonzero_zero_points(tmp_path, d
         return path
 
     unsupported = model(helper.make_node("Det", ["input"], ["y"]))
-    nonzero = model(helper.make_node("QuantizeLinear", ["input", "s", "z"], ["y"]),
-                    [helper.make_tensor("s", TensorProto.FLOAT, [], [0.1]), helper.make_tensor("z", TensorProto.INT8, [], [3])])
+    scale_zero = [helper.make_tensor("s", TensorProto.FLOAT, [], [0.1]), helper.make_tensor("z", TensorProto.INT8, [], [3])]
+    nonzero = model(helper.make_node("QuantizeLinear", ["input", "s", "z"], ["y"]), scale_zero)
     with pytest.raises(DeployKitError, match="No importer registered for op: Det"):
         dk_trt.build_engine(unsupported, tmp_path / "a.engine", trt=fake_tensorrt.make("10.3.0"))
     with pytest.raises(DeployKitError, match="zero point must be zero"):
