@@ -446,9 +446,16 @@ class TrtRunner(Runner):
     def _profile_batches(self) -> dict[str, tuple[int, int]]:
         """Per input, the batch range every slot's profile accepts (the tightest over slots)."""
         out: dict[str, tuple[int, int]] = {}
-        for name in self._inputs:
-            ranges = [self.engine.get_tensor_profile_shape(name, s.profile) for s in self._slots]
-            out[name] = (max(int(r[0][0]) for r in ranges), min(int(r[2][0]) for r in ranges))
+        for name, meta in self._inputs.items():
+            if not meta.shape or meta.shape[0] is not None:
+                continue  # a static batch: the base check already holds it to that size
+            try:
+                ranges = [self.engine.get_tensor_profile_shape(name, s.profile) for s in self._slots]
+                lo, hi = max(int(r[0][0]) for r in ranges), min(int(r[2][0]) for r in ranges)
+            except Exception:  # noqa: BLE001 - no readable profile: set_input_shape's own check remains
+                continue
+            if 1 <= lo <= hi:
+                out[name] = (lo, hi)
         return out
 
     def _release(self) -> None:
