@@ -291,7 +291,11 @@ class ModelGraph:
         if coupled:
             return False, f"coupled to an ignored layer ({coupled[0]})"
         if len(g.atoms) < 2:
-            return False, "a single channel" if g.channels < 2 else "a single group of a grouped convolution"
+            if g.channels < 2:
+                return False, "a single channel"
+            if g.ties:
+                return False, "its channels can only go all together (one position carries several of them: a split or cat)"
+            return False, "a single group of a grouped convolution"
         return True, None
 
     def input_sites(self) -> dict[nn.Module, list[tuple[str, list[int], list[int]]]]:
