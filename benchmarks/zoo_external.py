@@ -26,6 +26,7 @@ import copy
 import json
 import os
 import resource
+import signal
 import statistics
 import sys
 import tempfile
@@ -53,6 +54,7 @@ SPECS = [f"ultralytics:{n}" for n in YOLO[:2]] + [f"timm:{n}" for n in TIMM[:7]]
     + [f"timm:{n}" for n in TIMM[7:]]
 SHAPES = {"timm": (1, 3, 128, 128), "ultralytics": (1, 3, 256, 256)}
 VERSION = code_version(JOB_VERSION)
+TP_SECONDS = 300  # Torch-Pruning hangs on some models (efficientvit, C2PSA): bounded, recorded as its error
 
 
 def _err(e: BaseException) -> str:
@@ -97,6 +99,11 @@ def tp_prune(built: Any, target: float) -> tuple[Any, float, str]:
         m(x)  # its pruned model must still run
         return m, seconds
 
+    def hang(signum: int, frame: Any) -> None:
+        raise TimeoutError(f"more than {TP_SECONDS} s (Torch-Pruning's graph walk did not finish)")
+
+    signal.signal(signal.SIGALRM, hang)
+    signal.alarm(TP_SECONDS)
     lo, hi, best = 0.0, 0.95, None
     try:
         for _ in range(7):
@@ -106,8 +113,10 @@ def tp_prune(built: Any, target: float) -> tuple[Any, float, str]:
                 best, hi = (m, s), mid
             else:
                 lo = mid
-    except Exception as e:  # noqa: BLE001 - Torch-Pruning's failure is the finding
+    except (Exception, MemoryError) as e:  # noqa: BLE001 - Torch-Pruning's failure is the finding
         return None, 0.0, _err(e)
+    finally:
+        signal.alarm(0)
     if best is None:
         return None, 0.0, "target not reached"
     return best[0], best[1], ""
