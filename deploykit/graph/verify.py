@@ -135,7 +135,7 @@ def masked_reference(model: nn.Module, graph: ModelGraph, removed: dict[str, set
             if it.module is None or not isinstance(it.module, (nn.LayerNorm, nn.GroupNorm)) or not it.out:
                 continue
             drop = [p for p, r in zip(it.idxs, it.root_idxs) if r in drop_roots]
-            fwd = _exact_norm(it.module, drop) if drop else None
+            fwd = _exact_norm(ref_modules[names[it.module]], drop) if drop else None
             if fwd is not None:
                 ref_modules[names[it.module]].forward = fwd
                 _MASKS.setdefault(ref, []).append(ref_modules[names[it.module]])

@@ -211,8 +211,8 @@ class CheckpointDir:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def restore_plan(graph: ModelGraph, ckpt: Checkpoint) -> None:
-    """Shrink ``graph`` to the architecture the checkpoint was taken at.
+def check_plan(graph: ModelGraph, ckpt: Checkpoint) -> None:
+    """Check, without changing ``graph``, that the checkpoint's plan fits this model.
 
     Raises:
         DeployKitError: the checkpoint names a group the model does not have, or indices it cannot keep.
@@ -228,6 +228,18 @@ def restore_plan(graph: ModelGraph, ckpt: Checkpoint) -> None:
         if not kept <= set(g.kept):
             raise DeployKitError(f"{source}: group {gid!r} keeps channels the model has already removed or never had "
                                  f"(it has {g.channels} channels)")
+
+
+def restore_plan(graph: ModelGraph, ckpt: Checkpoint) -> None:
+    """Shrink ``graph`` to the architecture the checkpoint was taken at.
+
+    Raises:
+        DeployKitError: as :func:`check_plan`.
+    """
+    check_plan(graph, ckpt)
+    for entry in ckpt.meta.get("plan", []):
+        g = graph.get(entry["id"])
+        kept = set(entry["kept"])
         graph.remove(g.id, [k for k in g.kept if k not in kept])
 
 

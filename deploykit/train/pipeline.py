@@ -37,7 +37,7 @@ from deploykit.prune.reconstruct import RECOVERIES, Recovery
 from deploykit.select import NORMALIZERS, SelectConfig, Target, select_global
 from deploykit.train import dcff  # noqa: F401  (registers the dcff schedule)
 from deploykit.train import detection  # noqa: F401  (registers the detection task)
-from deploykit.train.checkpoint import Checkpoint, CheckpointDir, optimizer_from_flat, optimizer_to_flat, restore_plan
+from deploykit.train.checkpoint import Checkpoint, CheckpointDir, optimizer_from_flat, optimizer_to_flat, check_plan, restore_plan
 from deploykit.train.distributed import Dist, process_group, synchronized_batchnorm
 from deploykit.train.job import Job, PruneState, Stateful
 from deploykit.train.loop import OPTIMIZERS, TASKS, Task, Trainer, TrainConfig, recalibrate_bn
@@ -233,6 +233,15 @@ class _Run:
         self.task.check_compatible(built, [self.data.train, *self.data.evals.values()])
         example = built.example_input()
         graph = ModelGraph(built.traced, example, ignore=cfg.ignore)
+        # Input checks before any work: a checkpoint of other settings or another model, a teacher of other classes.
+        ckpt = self.ckpts.latest() if cfg.resume else None
+        if ckpt is not None:
+            _check_resumable(ckpt, cfg)
+            check_plan(graph, ckpt)
+        train_ds = self.data.train
+        steps_per_epoch = len(train_ds) // cfg.batch_size if train_ds is not None else 0
+        total = max(1, round(cfg.finetune_epochs * steps_per_epoch)) if cfg.finetune_epochs > 0 else 0
+        teacher = _teacher(cfg, shape, model, example) if cfg.kd and total > 0 else None
         # Every group checks itself on a copy (pruned == masked); the ones that fail are left whole.
         with rep.task("checking every group: pruned equals masked", None):
             verdict = verify.probe(built.traced, example, graph, cfg.ignore, seed=cfg.seed)
@@ -248,23 +257,17 @@ class _Run:
         sel_cfg = SelectConfig(self.rs.targets, self.rs.normalize, round_to, cfg.max_ratio, ladders=ladders)
         rounding = _rounding(_reachable(cost_model, graph, sel_cfg), graph, cfg.round_to)
 
-        ckpt = self.ckpts.latest() if cfg.resume else None
         for path, why in self.ckpts.skipped if cfg.resume else []:
             rep.log(f"not resuming from {path}: {why}")
         if ckpt is not None:
-            _check_resumable(ckpt, cfg)
             restore_plan(graph, ckpt)  # rebuild the architecture the checkpoint was taken at
             rep.log(f"resuming from {ckpt.path} (iteration {ckpt.iteration})")
         model.to(cfg.device)
         base_top1 = (ckpt.meta.get("base_top1") if ckpt is not None else None) or (
             self._evaluate_all(model, pre) if cfg.evaluate_base else {})
 
-        train_ds = self.data.train
-        steps_per_epoch = len(train_ds) // cfg.batch_size if train_ds is not None else 0
-        total = max(1, round(cfg.finetune_epochs * steps_per_epoch)) if cfg.finetune_epochs > 0 else 0
         trainer = stream = None
         if total > 0:
-            teacher = _teacher(cfg, shape, model, example) if cfg.kd else None
             tcfg = TrainConfig(epochs=cfg.finetune_epochs, lr=cfg.lr, batch_size=cfg.batch_size, weight_decay=cfg.weight_decay,
                                optimizer=cfg.optimizer, seed=cfg.seed, augment=pre.size[0] >= 32 and self.task.augment,
                                kd_alpha=cfg.kd_alpha, kd_temperature=cfg.kd_temperature)

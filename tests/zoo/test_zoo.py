@@ -9,7 +9,7 @@ from deploykit.zoo import build_model, check_input, parse_shape
 
 
 def test_unknown_specs_list_valid_ones():
-    with pytest.raises(DeployKitError, match="valid: cifar:NAME, digits:NAME, torchvision:NAME"):
+    with pytest.raises(DeployKitError, match="valid: cifar:NAME, digits:NAME, timm:NAME, torchvision:NAME"):
         build_model("resnet18")
     with pytest.raises(DeployKitError, match="did you mean 'resnet18'"):
         build_model("torchvision:resnet81")
