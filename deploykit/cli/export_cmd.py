@@ -35,7 +35,7 @@ OUT.failed.onnx (with its sidecar) for inspection.
 @click.option("--precision", default="fp32", show_default=True, help="fp32, fp16 or int8, written into the ONNX graph.")
 @click.option("--calib-data", help="DATA spec of real images calibrating INT8 activations (its train split).")
 @click.option("--calib-samples", default=256, show_default=True, type=click.IntRange(min=1), help="INT8 calibration images.")
-@click.option("--calib-method", default=None, help="INT8 activation calibration: entropy (default), minmax or percentile.")
+@click.option("--calib-method", default=None, help="INT8 activation calibration: percentile (default), entropy or minmax.")
 @click.option("--max-drop", type=click.FloatRange(min=0), default=None,
               help="INT8: keep the most sensitive layers in float until top-1 on 1000 held-out training images of "
                    "--calib-data is within this many points of FP32 (a per-layer sensitivity report goes into --json).")

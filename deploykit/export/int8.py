@@ -6,10 +6,13 @@ per-channel int8 weights, float biases: what TensorRT's explicit quantization re
 What decides its accuracy is how each activation's range is calibrated and which layers
 are quantized at all:
 
-``minmax``      the largest magnitude seen: no clipping, so one outlier wastes the range;
+``minmax``      the largest magnitude seen: no clipping, so one outlier image wastes the
+                range (which 256 images calibrate changes top-1 by up to a point);
 ``entropy``     the threshold minimising the KL divergence between the float and the
-                quantized histograms (TensorRT's own ``IInt8EntropyCalibrator2`` idea);
-``percentile``  the magnitude at the 99.999th percentile of the histogram.
+                quantized histograms (TensorRT's entropy calibration idea), ONNX Runtime's
+                implementation with TensorRT-like histogram sizes (slow, pure Python);
+``percentile``  the magnitude at the 99.999th percentile of ``|x|`` (the default: robust to
+                outlier images, cheap; see benchmarks/results/precision.md).
 
 With ``max_drop``, the whole graph is quantized first and its top-1 measured against the
 FP32 model on held-out *training* images (never the test set). Past the budget, each
@@ -46,20 +49,30 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Method:
-    """An ONNX Runtime calibration method and the options deploykit gives it."""
+    """An ONNX Runtime calibration method and the options deploykit gives its calibrator.
+
+    ``calibrator`` options go to ``create_calibrator`` directly (deploykit calibrates once
+    and hands the ranges to ``quantize_static`` through its calibration cache), because
+    ``quantize_static`` passes no histogram sizes: with its default 128 bins and 128
+    quantized bins the entropy search has a single candidate, the full range, and entropy
+    calibration silently equals minmax.
+    """
 
     ort_name: str  # onnxruntime.quantization.CalibrationMethod member
-    options: dict[str, Any] = field(default_factory=dict)
+    calibrator: dict[str, Any] = field(default_factory=dict)
     summary: str = ""
 
 
 METHODS: Registry[Method] = Registry("calibration method")
-METHODS.register("minmax", Method("MinMax", {}, "largest magnitude seen"))
-METHODS.register("entropy", Method("Entropy", {"CalibTensorRangeSymmetric": True},
-                                   "KL-optimal threshold of the histogram"))
-METHODS.register("percentile", Method("Percentile", {"CalibTensorRangeSymmetric": True, "CalibPercentile": 99.999},
-                                      "99.999th percentile of the histogram"))
-DEFAULT_METHOD = "entropy"  # the evidence: benchmarks/results/precision.md
+METHODS.register("minmax", Method("MinMax", {"symmetric": True}, "largest magnitude seen"))
+# TensorRT's entropy calibration: a fine histogram, thresholds searched from 128 levels up;
+# ONNX Runtime's histogram is two-sided, so 2048 bins (1024 a side) and 255 quantized bins
+# (127 int8 levels a side).
+METHODS.register("entropy", Method("Entropy", {"symmetric": True, "num_bins": 2048, "num_quantized_bins": 255},
+                                   "KL-optimal threshold of a 2048-bin histogram"))
+METHODS.register("percentile", Method("Percentile", {"symmetric": True, "num_bins": 2048, "percentile": 99.999},
+                                      "99.999th percentile of |x|"))
+DEFAULT_METHOD = "percentile"  # the evidence: benchmarks/results/precision.md and the README
 WEIGHT_OPS = ("Conv", "Gemm", "MatMul", "ConvTranspose")
 
 
@@ -111,6 +124,26 @@ class Quantizer:
         quant_pre_process(str(src), str(self.prepared), skip_symbolic_shape=True)
         self._cache = workdir / "calibration.json"
         self._cached = "calibration_cache_path" in inspect.signature(quantize_static).parameters
+        if self._cached:
+            self._calibrate()
+        else:
+            log.warning("this onnxruntime has no calibration cache: %s calibration uses quantize_static's defaults",
+                        method)
+
+    def _calibrate(self) -> None:
+        """Activation ranges, once, with the method's own histogram settings, into the cache."""
+        from onnxruntime.quantization import CalibrationMethod
+        from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+        from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+        calibrator = create_calibrator(
+            self.prepared, sorted(set(QDQRegistry) | set(QLinearOpsRegistry)),  # quantize_static's default op types
+            augmented_model_path=str(self.workdir / "augmented.onnx"),
+            calibrate_method=getattr(CalibrationMethod, self.method.ort_name),
+            extra_options=dict(self.method.calibrator))
+        calibrator.collect_data(reader(self.pre, self.images, self.batch_size, self.input_name))
+        save_tensors_data(calibrator.compute_data(), self._cache)
+        del calibrator
 
     def weight_nodes(self) -> list[tuple[str, str]]:
         """``(name, op)`` of every weight layer the quantizer would quantize, in graph order."""
@@ -137,7 +170,7 @@ class Quantizer:
                 "ActivationSymmetric": True,  # TensorRT: zero point 0
                 "WeightSymmetric": True,
                 "QuantizeBias": False,  # TensorRT quantizes no bias: keep them float
-                **self.method.options,
+                "CalibTensorRangeSymmetric": True,
                 **self.extra,
             },
             **kwargs,
