@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import torch
 from pydantic import Field, model_validator
 
+from deploykit.atomic import publish_mode
 from deploykit.config import MAX_ITEMS, StrictDocument, Text, read_json, validate_document
 from deploykit.errors import DeployKitError
 
@@ -152,6 +153,7 @@ class CheckpointDir:
             (tmp / META).write_text(json.dumps(doc, indent=1) + "\n")
             _fsync(tmp / META)
             _fsync(tmp)
+            publish_mode(tmp)  # mkdtemp's 0700: a checkpoint is read like the rest of the artifact
             dest = self.root / f"{PREFIX}{iteration:08d}"
             if dest.exists():  # a re-run of the same iteration after a resume: replace it
                 shutil.rmtree(dest)

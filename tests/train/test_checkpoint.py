@@ -74,3 +74,16 @@ def test_optimizer_state_round_trips_through_safetensors_and_json(tmp_path, make
     for i, st in a["state"].items():
         for k, v in st.items():
             assert torch.equal(torch.as_tensor(v), torch.as_tensor(b["state"][i][k])), (i, k)
+
+
+def test_checkpoints_get_the_umask_modes(tmp_path):
+    # A checkpoint lives inside the artifact: a service account reading the artifact reads it too.
+    import os
+
+    old = os.umask(0o022)
+    try:
+        path = CheckpointDir(tmp_path / "ck").save(2, _tensors(2), {"state": {}, "plan": []})
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in [path, *path.iterdir()]}
+    assert modes == {path.name: 0o755, **{p.name: 0o644 for p in path.iterdir()}}
