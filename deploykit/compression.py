@@ -13,7 +13,7 @@ a cost target (``--target-NAME``) is a :data:`TARGETS` entry naming the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -112,6 +112,8 @@ class CompressConfig(StrictConfig):
     force: bool = False
     evaluate_base: bool = True
     evaluate_stages: bool = True  # top-1 after pruning and after BN recalibration (costs time, changes nothing)
+
+    FLAG_OF_KEY: ClassVar[dict[str, str]] = {"targets": "target-{}"}
 
     @model_validator(mode="before")
     @classmethod

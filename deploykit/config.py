@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -27,6 +27,8 @@ class StrictConfig(BaseModel):
     """Base for settings objects: unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    # A dict setting filled from several flags: its flag per key, e.g. {"targets": "target-{}"}.
+    FLAG_OF_KEY: ClassVar[dict[str, str]] = {}
 
     @classmethod
     def parse(cls: type[C], **kwargs: Any) -> C:
@@ -38,7 +40,8 @@ class StrictConfig(BaseModel):
             loc = err["loc"]
             if loc and isinstance(loc[0], str) and loc[0] in cls.model_fields:
                 # Settings are the command line's flags by name: say it the way the user typed it.
-                where = f"--{loc[0].replace('_', '-')} {echo(err.get('input'))}"
+                flag = cls.FLAG_OF_KEY.get(loc[0], "").format(*loc[1:]) or loc[0].replace("_", "-")
+                where = f"--{flag} {echo(err.get('input'))}"
             else:
                 where = ".".join(str(p) for p in loc) or cls.__name__
             raise DeployKitError(one_line(f"{where}: {_message(err)}")) from None

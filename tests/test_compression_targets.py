@@ -72,6 +72,8 @@ def test_target_names_come_from_the_registry():
         CompressConfig.parse(model="m", out="o", target_speed=0.5)
     with pytest.raises(DeployKitError, match="no target: pass at least one of --target-latency, --target-macs"):
         CompressConfig.parse(model="m", out="o")
+    with pytest.raises(DeployKitError, match="^--target-macs 'half': Input should be a valid number"):
+        CompressConfig.parse(model="m", out="o", target_macs="half")  # the flag the user set, not the dict it fills
     TARGETS.register("testonly", TargetKind("macs", "test cost"))
     try:
         cmd = target_options(click.command()(lambda **kw: None))
