@@ -106,6 +106,9 @@ def fingerprint(cfg: CompressConfig) -> dict[str, Any]:
     for key in PATH_SETTINGS:
         if settings.get(key) and Path(settings[key]).exists():
             settings[key] = str(Path(settings[key]).resolve())
+    if settings.get("data"):  # cifar10:DIR:train: the same DIR, relative or absolute, is the same data
+        settings["data"] = ":".join(str(Path(p).resolve()) if p and Path(p).exists() else p
+                                    for p in settings["data"].split(":"))
     return settings
 
 

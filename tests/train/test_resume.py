@@ -109,6 +109,9 @@ def test_resume_accepts_the_same_directory_given_as_a_relative_path(tmp_path, mo
     args, out = _interrupted(tmp_path, monkeypatch)
     capsys.readouterr()
     monkeypatch.chdir(tmp_path)
+    data = args.index("--data") + 1
+    assert args[data].startswith(f"cifar10:{tmp_path}")
+    args[data] = args[data].replace(f"cifar10:{tmp_path}/", "cifar10:")  # the same data directory, relative
     assert main([*args, "--out", "run", "--resume"]) == 0, capsys.readouterr().err
     assert "resuming from" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["model.safetensors", "plan.json", "report.json"]
