@@ -203,6 +203,23 @@ def test_entropy_calibration_really_searches_a_threshold(tiny, tmp_path):
     assert all(scales["entropy"][k] <= scales["minmax"][k] * (1 + 1e-6) for k in scales["minmax"])  # clips, never widens
 
 
+def test_kl_threshold_clips_outliers_and_ignores_the_relu_zeros():
+    from deploykit.export.int8 import kl_threshold
+
+    rng = np.random.default_rng(0)
+    # A ReLU output: half exact zeros, the rest uniform on (0, 1], and one outlier at 8.
+    x = np.concatenate([np.zeros(50_000), rng.uniform(0, 1, 50_000), [8.0]])
+    hist, edges = np.histogram(np.abs(x), bins=2048)
+    t = kl_threshold(hist, edges)
+    assert 0.95 <= t <= 1.2  # the bulk kept whole, the outlier clipped; the zero spike pulls nothing down
+    # Gaussian: the threshold sits in the tail, well inside the largest magnitude.
+    g = np.abs(rng.standard_normal(200_000))
+    hist, edges = np.histogram(g, bins=2048)
+    assert 2.0 <= kl_threshold(hist, edges) < g.max()
+    # Too few bins to search: the whole range.
+    assert kl_threshold(np.ones(100), np.linspace(0, 5, 101)) == 5.0
+
+
 def test_a_generous_budget_keeps_every_layer_int8(tiny, tmp_path):
     path, calib, val = tiny
     info = prec.convert(path, tmp_path / "q.onnx", "int8",
