@@ -65,8 +65,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--models", default="r20,r56")
     ap.add_argument("--variants", default="base,pruned")
-    ap.add_argument("--methods", default="minmax,percentile")
-    ap.add_argument("--entropy-models", default="r20-base", help="MODEL-VARIANTs that also get entropy (slow)")
+    ap.add_argument("--methods", default=",".join(METHOD_NAMES))
     ap.add_argument("--seed-models", default="r20-base", help="MODEL-VARIANTs calibrated with 3 image samples (seeds 0-2)")
     ap.add_argument("--budget-method", default="percentile", help="calibration method of the max-drop rows")
     ap.add_argument("--max-drop", type=float, default=0.25, help="held-out top-1 budget (points) for the float layers")
@@ -136,10 +135,9 @@ def main() -> None:
                 fp16 = work / "fp16.onnx"
                 prec.convert(fp32, fp16, "fp16")
                 model_rows.append({**model_rows[0], "precision": "fp16", **top1(fp16)})
-            methods = args.methods.split(",") + (["entropy"] if key in args.entropy_models.split(",") else [])
             seeds = (0, 1, 2) if key in args.seed_models.split(",") else (0,)
-            for method in methods:
-                for seed in seeds if method != "entropy" else (0,):
+            for method in args.methods.split(","):
+                for seed in seeds:
                     path = work / f"int8-{method}-{seed}.onnx"
                     t0 = time.perf_counter()
                     prec.convert(fp32, path, "int8", prec.Calibration(images=calibs[seed].images, method=method,
