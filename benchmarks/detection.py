@@ -180,11 +180,12 @@ def main(argv: list[str] | None = None) -> int:
         make_synthetic_detection(args.cifar, synth, args.train, args.test, args.canvas, min_side=round(24 * scale),
                                  max_side=round(64 * scale), seed=args.seed)
     rows = []
+    version = code_version(JOB_VERSION)
     settings = {k: v for k, v in vars(args).items() if k not in ("models", "md", "work", "cifar")}
     for cfg in args.models.split(","):
-        # One row per model, cached by the settings and the code version: a later run adds models to the table.
-        # Keyed by the settings only (the package changes under other work all the time); a row records its commit.
-        key = hashlib.sha256(json.dumps([cfg, settings], sort_keys=True).encode()).hexdigest()[:10]
+        # One row per model, cached by the settings and the code version: a later run adds models to the
+        # table, and a table never mixes rows of different code.
+        key = hashlib.sha256(json.dumps([cfg, settings, version], sort_keys=True).encode()).hexdigest()[:10]
         cached = work / "rows" / f"{cfg}-{key}.json"
         if cached.is_file():
             rows.append(json.loads(cached.read_text()))
