@@ -33,7 +33,7 @@ from torch import nn
 from deploykit.errors import DeployKitError
 from deploykit.zoo import FAMILIES, trusted
 from deploykit.zoo.base import BuiltModel, Preprocess, family_options
-from deploykit.zoo.yolo_export import YoloDecoded
+from deploykit.zoo.yolo_export import YoloDecoded, head_features
 
 OPTIONS: dict[str, type] = {"nc": int}
 YOLO_SIDE = 640
@@ -115,16 +115,7 @@ class YoloCore(nn.Module):
         self.inference_only = inference_only
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...] | torch.Tensor:
-        y: list[torch.Tensor | None] = []
-        layers = list(self.model)
-        for m in layers[:-1]:
-            if m.f != -1:
-                x = y[m.f] if isinstance(m.f, int) else [x if j == -1 else y[j] for j in m.f]
-            x = m(x)
-            y.append(x if m.i in self.save else None)
-        head = layers[-1]
-        f = head.f
-        feats = [x if j == -1 else y[j] for j in f] if isinstance(f, list) else [x if f == -1 else y[f]]
+        head, feats = head_features(self, x)
         if hasattr(head, "one2many"):  # Detect and its subclasses
             e2e = getattr(head, "one2one_cv2", None) is not None
             if self.inference_only:
