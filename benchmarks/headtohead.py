@@ -409,7 +409,8 @@ def render(args: argparse.Namespace) -> str:
         "# deploykit (defaults) vs Torch-Pruning (best settings): CIFAR ResNets at equal MACs / latency",
         "",
         *provenance(" ".join([".venv/bin/python", "benchmarks/headtohead.py", *sys.argv[1:]]), VERSION),
-        "One torch thread per row, two rows at a time.",
+        "One torch thread per row, `--workers` rows at a time, on a machine other jobs may share: latency is "
+        "interleaved with the base in the same process, so load largely cancels in the ratio, but not entirely.",
         "",
         "Recipe (every row): KD from the unpruned model ((1-α)·CE + α·T²·KL, α 0.5, T 4), SGD nesterov momentum 0.9, "
         "peak LR 0.01 cosine, weight decay 5e-4, batch 64, random crop + flip, BatchNorm recalibration on 20 batches "
