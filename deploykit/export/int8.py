@@ -117,9 +117,6 @@ def kl_threshold(hist: np.ndarray, edges: np.ndarray, levels: int = 128) -> floa
 
 METHODS: Registry[Method] = Registry("calibration method")
 METHODS.register("minmax", Method("MinMax", {"symmetric": True}, "largest magnitude seen"))
-# TensorRT's entropy calibration: a fine histogram, thresholds searched from 128 levels up;
-# ONNX Runtime's histogram is two-sided, so 2048 bins (1024 a side) and 255 quantized bins
-# (127 int8 levels a side).
 # Entropy: ONNX Runtime's percentile collector gathers the |x| histogram; kl_threshold searches it.
 METHODS.register("entropy", Method("Percentile", {"symmetric": True, "num_bins": 2048, "percentile": 100.0},
                                    "TensorRT's KL-optimal threshold of a 2048-bin |x| histogram",
