@@ -37,7 +37,8 @@ from deploykit.prune.reconstruct import RECOVERIES, Recovery
 from deploykit.select import NORMALIZERS, SelectConfig, Target, select_global
 from deploykit.train import dcff  # noqa: F401  (registers the dcff schedule)
 from deploykit.train import detection  # noqa: F401  (registers the detection task)
-from deploykit.train.checkpoint import Checkpoint, CheckpointDir, optimizer_from_flat, optimizer_to_flat, check_plan, restore_plan
+from deploykit.train.checkpoint import (Checkpoint, CheckpointDir, check_plan, optimizer_from_flat, optimizer_to_flat,
+                                        restore_plan)
 from deploykit.train.distributed import Dist, process_group, synchronized_batchnorm
 from deploykit.train.job import Job, PruneState, Stateful
 from deploykit.train.loop import OPTIMIZERS, TASKS, Task, Trainer, TrainConfig, recalibrate_bn
