@@ -6,6 +6,7 @@ mixes rows of different code: a changed package or setting is a missing row, not
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import importlib.metadata as md
 import json
@@ -14,6 +15,7 @@ import platform
 import subprocess
 import sys
 from datetime import datetime, timezone
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -77,3 +79,47 @@ def run_child(args: list[str], log: Path, threads: int = 1, env: dict[str, str] 
     full_env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), **(env or {})}
     with log.open("w") as f:
         return subprocess.run([sys.executable, *args], stdout=f, stderr=subprocess.STDOUT, env=full_env).returncode
+
+
+def per_model_main(script: str, description: str, specs: list[str], version: str, name: str, runs: int,
+                   job: Callable[[str, float, int, int], dict[str, Any]],
+                   markdown: Callable[[list[dict], list[str], argparse.Namespace], str]) -> None:
+    """The command line of a benchmark with one cached row per model, each computed in its own process.
+
+    Args:
+        script: the benchmark's ``__file__`` (a row's child process runs it with ``--job``).
+        specs: every model spec; ``--models`` selects by spec or by the name after the colon.
+        name: results are ``benchmarks/results/NAME.{md,json}``, rows ``NAME_rows/``, logs ``/tmp/dk-NAME-logs``.
+        runs: the default of ``--runs``.
+        job: ``(spec, target, runs, threads) -> row``.
+        markdown: ``(rows, missing specs, args) -> the table``.
+    """
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--models", help="comma-separated subset (names or specs)")
+    ap.add_argument("--runs", type=int, default=runs)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--target", type=float, default=0.5)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / name))
+    ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results" / f"{name}_rows")
+    ap.add_argument("--job", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    settings = ["--runs", str(args.runs), "--threads", str(args.threads), "--target", str(args.target)]
+    if args.job:
+        spec, out = json.loads(args.job)
+        write_row(Path(out), {**job(spec, args.target, args.runs, args.threads), "version": version})
+        return
+    chosen = args.models.split(",") if args.models else None
+    specs = [s for s in specs if chosen is None or s in chosen or s.split(":", 1)[1] in chosen]
+    logs = Path(f"/tmp/dk-{name}-logs")
+    rows, missing = [], []
+    for spec in specs:
+        path = args.results / f"{row_key(version, {'spec': spec, 'target': args.target, 'runs': args.runs, 'threads': args.threads})}.json"
+        if read_row(path) is None:
+            rc = run_child([script, "--job", json.dumps([spec, str(path)]), *settings], logs / f"{path.stem}.log",
+                           threads=args.threads)
+            print(f"{spec}: {'ok' if rc == 0 else f'FAILED rc={rc} (log {logs}/{path.stem}.log)'}", flush=True)
+        row = read_row(path)
+        (rows.append(row) if row else missing.append(spec))
+        Path(args.out + ".json").write_text(json.dumps(rows, indent=2) + "\n")
+        Path(args.out + ".md").write_text(markdown(rows, [s for s in specs if s not in [r["model"] for r in rows]], args))
+    print(markdown(rows, missing, args))

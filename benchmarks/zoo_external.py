@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import collections
 import copy
-import json
 import os
 import resource
 import signal
@@ -39,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _common import code_version, provenance, read_row, row_key, run_child, write_row  # noqa: E402
+from _common import code_version, per_model_main, provenance  # noqa: E402
 
 JOB_VERSION = 1
 TIMM = [
@@ -249,34 +248,7 @@ def markdown(rows: list[dict], missing: list[str], args: argparse.Namespace) -> 
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", help="comma-separated subset of specs")
-    ap.add_argument("--runs", type=int, default=40)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--target", type=float, default=0.5)
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "zoo_external"))
-    ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results" / "zoo_external_rows")
-    ap.add_argument("--job", help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    if args.job:
-        spec, out = json.loads(args.job)
-        write_row(Path(out), {**job(spec, args.target, args.runs, args.threads), "version": VERSION})
-        return
-    specs = [s for s in SPECS if not args.models or s in args.models.split(",")]
-    rows, missing = [], []
-    for spec in specs:
-        key = row_key(VERSION, {"spec": spec, "target": args.target, "runs": args.runs, "threads": args.threads})
-        path = args.results / f"{key}.json"
-        if read_row(path) is None:
-            rc = run_child([__file__, "--job", json.dumps([spec, str(path)]), "--runs", str(args.runs), "--threads",
-                            str(args.threads), "--target", str(args.target)], Path("/tmp/dk-ext-logs") / f"{path.stem}.log",
-                           threads=args.threads)
-            print(f"{spec}: {'ok' if rc == 0 else f'FAILED rc={rc} (log /tmp/dk-ext-logs/{path.stem}.log)'}", flush=True)
-        row = read_row(path)
-        (rows.append(row) if row else missing.append(spec))
-        Path(args.out + ".json").write_text(json.dumps(rows, indent=2) + "\n")
-        Path(args.out + ".md").write_text(markdown(rows, [s for s in specs if s not in [r["model"] for r in rows]], args))
-    print(markdown(rows, missing, args))
+    per_model_main(__file__, __doc__.splitlines()[0], SPECS, VERSION, "zoo_external", 40, job, markdown)
 
 
 if __name__ == "__main__":
