@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 import torch_pruning as tp
 from torch import nn
 from torch_pruning import _helpers
-from torch_pruning.dependency import index_mapping
+
+from deploykit.graph.splits import chunk_partners, refresh
 
 
 class BudgetExceeded(Exception):
@@ -97,7 +98,7 @@ def pruning_group(
     """
     if isinstance(module, tp.ops.TORCH_CONV) and module.groups == module.out_channels and module.out_channels > 1:
         pruning_fn = tp.pruner.function.prune_depthwise_conv_out_channels
-    index_mapping.update_index_mapping(dg)
+    refresh(dg)
     root = dg.module2node[module]
     start = [_helpers._HybridIndex(idx=i, root_idx=i) for i in idxs]
     root_dep = tp.dependency.Dependency(pruning_fn, pruning_fn, source=root, target=root)
@@ -135,6 +136,8 @@ def pruning_group(
                     mapped = mapping(mapped)
             if not mapped:
                 continue
+            if new_dep.target.type == tp.ops.OPTYPE.SPLIT:
+                mapped = chunk_partners(new_dep.target, mapped)
             fresh = add(new_dep, list(mapped))
             if fresh:
                 stack.append((new_dep, fresh))

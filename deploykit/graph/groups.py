@@ -23,7 +23,7 @@ import torch_pruning as tp
 from torch import nn
 
 from deploykit.errors import UnsupportedModelError
-from deploykit.graph import pruners, tracing
+from deploykit.graph import pruners, splits, tracing
 from deploykit.graph.grouping import Budget, BudgetExceeded, Unfollowable, pruning_group
 
 # Ops the dependency graph treats as element-wise although they change the
@@ -149,7 +149,7 @@ class ModelGraph:
                 dg = tp.DependencyGraph().build_dependency(
                     self.model, self.example_input, customized_pruners=pruners.customized_pruners(), verbose=False
                 )
-                tracing.repair_splits(dg)
+                splits.prepare(dg)
         except Exception as e:  # noqa: BLE001 - the graph library's errors become one user-facing line
             raise self._trace_error(e, owner) from None
         finally:

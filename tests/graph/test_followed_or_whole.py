@@ -33,7 +33,7 @@ class StaleSplit(nn.Module):
 
 
 class ChunkReused(nn.Module):
-    """YOLOv8 C2f: chunk(2, 1), the second half used twice (by the bottleneck and by the concat)."""
+    """YOLOv8 C2f (neck): chunk(2, 1), the second half used twice (by the bottleneck and by the concat)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -43,6 +43,21 @@ class ChunkReused(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = list(self.cv1(self.stem(x)).chunk(2, 1))
         y.append(self.m(y[-1]))
+        return self.cv2(torch.cat(y, 1)).mean((2, 3))
+
+
+class C2fResidual(nn.Module):
+    """YOLOv8 C2f (backbone): chunk(2, 1) into residual bottlenecks; the concat reads both halves and each output."""
+
+    def __init__(self, n: int = 2) -> None:
+        super().__init__()
+        self.stem, self.cv1 = cbr(3, 16), cbr(16, 16, 1)
+        self.m = nn.ModuleList(nn.Sequential(cbr(8, 8), cbr(8, 8)) for _ in range(n))
+        self.cv2 = cbr(8 * (2 + n), 16, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = list(self.cv1(self.stem(x)).chunk(2, 1))
+        y.extend(y[-1] + m(y[-1]) for m in self.m)
         return self.cv2(torch.cat(y, 1)).mean((2, 3))
 
 
@@ -153,7 +168,7 @@ def _check(model: nn.Module) -> tuple[ModelGraph, dict[str, str]]:
     return graph, verdict.failed
 
 
-@pytest.mark.parametrize("cls,layer", [(StaleSplit, "exp.0"), (ChunkReused, "cv1.0"), (PartialResidual, "stem.0"),
+@pytest.mark.parametrize("cls,layer", [(StaleSplit, "exp.0"), (PartialResidual, "stem.0"),
                                        (QKVAttention, "qkv")])
 def test_a_construct_that_cannot_be_followed_is_left_whole_with_its_reason(cls, layer):
     graph, failed = _check(cls())  # the rest is pruned exactly
@@ -165,6 +180,25 @@ def test_a_construct_that_cannot_be_followed_is_left_whole_with_its_reason(cls, 
 def test_a_stale_split_is_found_by_the_self_check():
     _, failed = _check(StaleSplit())
     assert any("split_with_sizes" in why for why in failed.values())
+
+
+def test_chunk_halves_go_together_and_are_pruned_exactly():
+    """chunk(2) splits by the tensor's width: channel i of one half goes with channel i of the other."""
+    graph, failed = _check(ChunkReused())
+    assert not failed
+    g = graph.get("cv1.0")
+    assert g.prunable and g.atoms and all(len(a) == 2 and a[1] - a[0] == 8 for a in g.atoms)
+    assert g.channels < 16, "the probe removed some pairs"
+    assert graph.get("m.0").prunable and set(graph.get("m.0").layers) >= {"m.0", "cv2.0"}
+
+
+def test_c2f_residual_chain_is_one_group_with_its_halves():
+    graph, failed = _check(C2fResidual())
+    assert not failed
+    g = graph.get("cv1.0")
+    # The residual ties the second half to each bottleneck's output conv; the concat reads all of them.
+    assert g.prunable and {"m.0.1.0", "m.1.1.0", "cv2.0"} <= set(g.layers)
+    assert all(len(a) == 2 and a[1] - a[0] == 8 for a in g.atoms)
 
 
 def test_ghost_halves_are_one_atom_and_pruned_exactly():

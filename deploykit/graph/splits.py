@@ -1,0 +1,144 @@
+"""Index maps of split/chunk and cat nodes, read from autograd instead of guessed.
+
+Torch-Pruning 1.6 assumes a split's i-th consumer reads chunk i and that a concat reads
+each input once. YOLOv8's C2f breaks both: ``y = cv1(x).chunk(2, 1)``, the second half
+feeds the bottleneck *and* the concat, and the concat reads both halves of the same split.
+Its index maps then send channels to the wrong chunk (or past the tensor), and its
+split offsets go stale after the first removal. Autograd records, for every consumer,
+which output of the split each of its inputs is (``next_functions``' output number), and
+each op's output shape: that fixes the maps exactly.
+
+A chunk (``chunk(n)`` / ``split(int)``: equal sizes computed from the tensor at run time)
+only stays correct while its pieces stay equal, so channel i of one piece goes with
+channel i of every other piece; :func:`chunk_partners` gives those positions to the
+group walk. A split by stored sizes (``split([a, b])``, or ``split(self.c)`` with an
+attribute that does not follow the pruning) is mapped too; the self-check after pruning
+finds the stale ones and leaves them whole.
+"""
+
+from __future__ import annotations
+
+import torch_pruning as tp
+from torch_pruning import _helpers
+from torch_pruning.dependency import index_mapping
+from torch_pruning.dependency.index_mapping import _ConcatIndexMapping, _SplitIndexMapping
+
+
+def _channel_split(gf: object) -> bool:
+    full = getattr(gf, "_saved_self_sym_sizes", None)
+    dim = getattr(gf, "_saved_dim", None)
+    return full is not None and dim is not None and len(full) > 1 and dim % len(full) == 1
+
+
+def _offsets(sizes: list[int]) -> list[int]:
+    out = [0]
+    for s in sizes:
+        out.append(out[-1] + s)
+    return out
+
+
+def _reads(consumer: object, gf: object) -> list[tuple[int, int]]:
+    """``(input slot, output number)`` of every input of ``consumer`` that is an output of ``gf``."""
+    fns = getattr(getattr(consumer, "grad_fn", None), "next_functions", ()) or ()
+    return [(slot, nr) for slot, (f, nr) in enumerate(fns) if f is gf]
+
+
+def prepare(dg: tp.DependencyGraph) -> None:
+    """Give split nodes their real chunk sizes, and concats that read a split their slot sizes.
+
+    Called once on the freshly traced graph; the sizes are then kept current by
+    Torch-Pruning's split and concat pruners as channels are removed.
+    """
+    for node in dg.module2node.values():
+        gf = node.grad_fn
+        if node.type == tp.ops.OPTYPE.SPLIT and _channel_split(gf):
+            total = int(gf._saved_self_sym_sizes[1])
+            if hasattr(gf, "_saved_split_sizes"):
+                sizes = [int(s) for s in gf._saved_split_sizes]
+                node.module.dk_chunked = False
+            elif hasattr(gf, "_saved_split_size"):
+                step = int(gf._saved_split_size)
+                sizes = [min(step, total - i) for i in range(0, total, step)]
+                node.module.dk_chunked = len(set(sizes)) == 1 and len(sizes) > 1
+            else:
+                continue
+            node.module.split_sizes = sizes
+            node.module.offsets = _offsets(sizes)
+            node.module.dk_mapped = True
+    for node in dg.module2node.values():
+        if node.type != tp.ops.OPTYPE.CONCAT or not any(getattr(i.module, "dk_mapped", False) for i in node.inputs):
+            continue
+        fns = node.grad_fn.next_functions
+        meta = [getattr(f, "_input_metadata", None) for f, _ in fns]
+        if any(m is None or nr >= len(m) for m, (_, nr) in zip(meta, fns)):
+            continue
+        shapes = [m[nr].shape for m, (_, nr) in zip(meta, fns)]
+        dim = getattr(node.grad_fn, "_saved_dim", None)
+        if dim is None or len(shapes[0]) < 2 or dim % len(shapes[0]) != 1:
+            continue
+        node.module.concat_sizes = [int(s[1]) for s in shapes]
+        node.module.dk_mapped = True
+    refresh(dg)
+
+
+def refresh(dg: tp.DependencyGraph) -> None:
+    """Torch-Pruning's index maps, then the exact ones for the splits :func:`prepare` sized."""
+    index_mapping.update_index_mapping(dg)
+    for node in dg.module2node.values():
+        if node.type == tp.ops.OPTYPE.CONCAT and getattr(node.module, "dk_mapped", False):
+            _map_concat(node)
+    for node in dg.module2node.values():
+        if node.type == tp.ops.OPTYPE.SPLIT and getattr(node.module, "dk_mapped", False):
+            _map_split(node)
+
+
+def _map_concat(node: object) -> None:
+    """Each non-split input of a concat to its own slot(s), by autograd's input order."""
+    offsets = _offsets(node.module.concat_sizes)
+    for source in {id(i): i for i in node.inputs}.values():
+        if source.type == tp.ops.OPTYPE.SPLIT and getattr(source.module, "dk_mapped", False):
+            continue  # mapped with the split, both steps in one place
+        reads = _reads(node, source.grad_fn)
+        back = [d for d in node.dependencies if d.target is source]
+        fwd = [d for d in source.dependencies if d.target is node]
+        if not reads or len(reads) != len(back) or len(reads) != len(fwd):
+            continue
+        for (slot, _), b, f in zip(reads, back, fwd):
+            b.index_mapping[1] = _ConcatIndexMapping(offsets[slot: slot + 2], reverse=True)
+            f.index_mapping[1] = _ConcatIndexMapping(offsets[slot: slot + 2])
+
+
+def _map_split(node: object) -> None:
+    """Each consumer of a split to the chunk it reads (and, for a concat, to the slot it fills)."""
+    offsets = node.module.offsets = _offsets(node.module.split_sizes)
+    gf = node.grad_fn
+    for consumer in {id(o): o for o in node.outputs}.values():
+        reads = _reads(consumer, gf)
+        out = [d for d in node.dependencies if d.target is consumer]
+        back = [d for d in consumer.dependencies if d.target is node]
+        if not reads or len(reads) != len(out) or len(reads) != len(back):
+            continue  # a consumer autograd cannot place: leave its maps as they were
+        cat = consumer.type == tp.ops.OPTYPE.CONCAT and getattr(consumer.module, "dk_mapped", False)
+        cat_offsets = _offsets(consumer.module.concat_sizes) if cat else None
+        for (slot, nr), fwd, rev in zip(reads, out, back):
+            piece = offsets[nr: nr + 2]
+            if cat:
+                where = cat_offsets[slot: slot + 2]
+                fwd.index_mapping = [_SplitIndexMapping(piece), _ConcatIndexMapping(where)]
+                # Back from the concat: into the slot first, then into the split's input.
+                rev.index_mapping = [_ConcatIndexMapping(where, reverse=True), _SplitIndexMapping(piece, reverse=True)]
+            else:
+                fwd.index_mapping = [_SplitIndexMapping(piece), fwd.index_mapping[1]]
+                rev.index_mapping = [_SplitIndexMapping(piece, reverse=True), rev.index_mapping[1]]
+
+
+def chunk_partners(node: object, idxs: list) -> list:
+    """``idxs`` at a chunk node, with the same position in every other piece (pieces stay equal)."""
+    mod = getattr(node, "module", None)
+    if not getattr(mod, "dk_chunked", False):
+        return idxs
+    sizes = mod.split_sizes
+    if len(set(sizes)) != 1:
+        return idxs
+    step = sizes[0]
+    return [_helpers._HybridIndex(idx=i.idx % step + k * step, root_idx=i.root_idx) for i in idxs for k in range(len(sizes))]
