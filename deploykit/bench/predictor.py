@@ -111,7 +111,7 @@ class LatencyModel:
     def _dims(self, tab: _Table, w: list[int]) -> tuple[float, float]:
         if tab.layer is None:
             return tab.cin0, tab.cout0
-        cin, cout = self.cm._dims(tab.layer, w)
+        cin, cout = self.cm.layer_dims(tab.layer, w)
         if tab.tied_ratio is not None:
             cin = tab.tied_ratio * cout
         return cin, cout

@@ -170,7 +170,7 @@ class Profiler:
         """A call's (cin, cout) at group widths ``w``."""
         if c.layer is None:
             return c.call.cin, c.call.cout
-        cin, cout = self.cm._dims(c.layer, w)
+        cin, cout = self.cm.layer_dims(c.layer, w)
         if c.tied is not None:
             cin = c.tied * cout
         return max(1, round(cin)), max(1, round(cout))

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from deploykit.cli.common import emit, json_option, out, table, trust_option
+from deploykit.cli.options import backend_option, positive_ints, threads_option
 
 EXAMPLE = ("Example: deploykit bench out/base.onnx out/pruned.onnx --batch 1,8 --threads 1,2 --runs 200 --memory "
            "--md bench.md --csv bench.csv --plot bench.png\n\n"
@@ -15,26 +16,9 @@ EXAMPLE = ("Example: deploykit bench out/base.onnx out/pruned.onnx --batch 1,8 -
            "Example: deploykit bench --import out/r20-jetson/out/results.json")
 
 
-def _positive_list(text: str, flag: str, example: str) -> list[int]:
-    from deploykit.errors import DeployKitError
-
-    try:
-        vals = [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        vals = []
-    if not vals or any(v <= 0 for v in vals):
-        raise DeployKitError(f"{flag} {text!r} must be positive integers separated by commas, e.g. {example}")
-    return list(dict.fromkeys(vals))
-
-
 def parse_batches(text: str) -> list[int]:
     """``"1,8"`` → ``[1, 8]``."""
-    return _positive_list(text, "--batch", "1,8")
-
-
-def parse_threads(text: str | None) -> list[int | None]:
-    """``"1,2"`` → ``[1, 2]``; absent → the runtime's default."""
-    return [None] if text is None else list(_positive_list(text, "--threads", "1,2"))
+    return positive_ints(text, "--batch", "1,8")
 
 
 def _table(results, show_threads: bool = False, show_memory: bool = False) -> str:
@@ -75,7 +59,7 @@ def _legacy_ratio(ratios, first: str, second: str, sizes: list[int], threads: li
 
 
 @click.command("bench", epilog=EXAMPLE, help="""Latency: p50/p90/p99/mean/std and throughput per batch size and
-thread count, on ONNX Runtime CPU by default (--backend torch|ort|trt). Several models run side by side,
+thread count, on ONNX Runtime CPU by default (see --backend). Several models run side by side,
 interleaved round-robin (A B C A B C ...) after a warm-up, so noise on a shared machine hits them alike; the p50
 ratio of each model to the first is reported. --memory adds the peak memory of a fresh process running each
 model. Outputs: --json, --csv, --md (markdown table), --plot (PNG: latency against batch; latency against MACs
@@ -83,10 +67,10 @@ across models). --import reads a device's results.json into the same report.""")
 @click.argument("models", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--vs", type=click.Path(dir_okay=False, path_type=Path), help="Another model to run interleaved (same as a second MODEL).")
 @click.option("--batch", default="1", show_default=True, help="Batch sizes, comma separated.")
-@click.option("--threads", help="Intra-op thread counts, comma separated (default: the runtime's choice).")
+@threads_option(sweep=True)
 @click.option("--runs", default=100, show_default=True, type=click.IntRange(min=1), help="Timed rounds per setting (each model once per round).")
 @click.option("--warmup", default=10, show_default=True, type=click.IntRange(min=0), help="Untimed rounds first.")
-@click.option("--backend", default="ort", show_default=True, help="Runner backend: ort, torch or trt (trt needs a GPU).")
+@backend_option("deploykit.bench.sweep:BACKENDS", "Runner backend", default="ort")
 @click.option("--memory", is_flag=True, help="Also measure peak memory (a fresh process per model and batch size).")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the rows as CSV.")
 @click.option("--md", "md_path", type=click.Path(dir_okay=False, path_type=Path), help="Write a markdown table.")
@@ -95,9 +79,9 @@ across models). --import reads a device's results.json into the same report.""")
               help="Read results.json written on a device (Jetson bundle) instead of measuring.")
 @trust_option
 @json_option
-def bench(models: tuple[Path, ...], vs: Path | None, batch: str, threads: str | None, runs: int, warmup: int, backend: str,
-          memory: bool, csv_path: Path | None, md_path: Path | None, png_path: Path | None, import_path: Path | None,
-          trust_factory: bool, json_path: Path | None) -> None:
+def bench(models: tuple[Path, ...], vs: Path | None, batch: str, threads: tuple[int | None, ...], runs: int,
+          warmup: int, backend: str, memory: bool, csv_path: Path | None, md_path: Path | None, png_path: Path | None,
+          import_path: Path | None, trust_factory: bool, json_path: Path | None) -> None:
     """Measure latency."""
     from deploykit.atomic import check_writable
     from deploykit.errors import DeployKitError
@@ -115,12 +99,11 @@ def bench(models: tuple[Path, ...], vs: Path | None, batch: str, threads: str | 
 
     from deploykit.bench.machine import machine
     from deploykit.bench.report import report_dict, write_all
-    from deploykit.bench.sweep import BACKENDS, BenchReport, SweepConfig, check_threads, ratios, sweep
+    from deploykit.bench.sweep import BenchReport, SweepConfig, check_threads, ratios, sweep
     from deploykit.progress import RichReporter
 
-    BACKENDS.get(backend)
     paths = list(dict.fromkeys([*models, *([vs] if vs else [])]))
-    cfg = SweepConfig(backend=backend, batches=tuple(parse_batches(batch)), threads=tuple(parse_threads(threads)),
+    cfg = SweepConfig(backend=backend, batches=tuple(parse_batches(batch)), threads=threads,
                       runs=runs, warmup=warmup, memory=memory)
     check_threads(cfg)
     from deploykit.zoo import trusting_factories

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from deploykit.cli.common import MODEL_HELP, emit, json_option, model_options, out
+from deploykit.cli.options import backend_option
 
 EXAMPLE = "Example: deploykit eval out/r20.onnx --data cifar10:../shared/data/cifar10:test"
 
@@ -16,7 +17,8 @@ one). MODEL may also be an .onnx file exported by deploykit (run in ONNX Runtime
 @click.argument("model")
 @click.option("--data", required=True, help="DATA spec: cifar10:DIR[:train|test][:lossless|jpeg75], digits[:train|test], imagefolder:DIR.")
 @click.option("--limit", type=click.IntRange(min=1), help="Evaluate on the first N images only.")
-@click.option("--backend", help="Run an .onnx/.engine file or bundle DIR on this backend: ort or trt (trt needs a GPU).")
+@backend_option("deploykit.runtime.base:RUNNERS", "Run an .onnx/.engine file or bundle DIR on this backend",
+                without="MODEL runs in PyTorch, an .onnx file in ONNX Runtime")
 @model_options
 @json_option
 def eval_(model: str, data: str, limit: int | None, backend: str | None, weights: str | None, input_shape: str | None,
@@ -31,9 +33,7 @@ def eval_(model: str, data: str, limit: int | None, backend: str | None, weights
     ds = load_dataset(spec).subset(limit)
     if backend is not None and backend != "torch":
         from deploykit.evaluate import evaluate_runner
-        from deploykit.runtime.base import RUNNERS
 
-        RUNNERS.get(backend)
         top1 = evaluate_runner(model, ds, backend)
     else:
         with trusting_factories(trust_factory):  # an artifact's plan.json may name a factory

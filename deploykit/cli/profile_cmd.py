@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from deploykit.cli.common import MODEL_HELP, emit, ignore_option, json_option, model_options, out, table
+from deploykit.cli.options import backend_option, threads_option
 
 EXAMPLE = ("Example: deploykit profile torchvision:resnet18 --backend ort --threads 1 --out lut.json\n\n"
            "then: deploykit compress torchvision:resnet18 --target-latency 0.5 --normalize latency --round-to auto "
@@ -20,10 +21,10 @@ grid of (input, output) channel counts fitted monotone, and a calibration of the
 variants timed end to end. The table is cached, keyed by model, backend, device, precision, batch and threads
 (compress reuses it); --out also writes it to a file for --lut.\n\n{MODEL_HELP}""")
 @click.argument("model")
-@click.option("--backend", default="ort", show_default=True, help="Where to measure: ort (ONNX Runtime CPU) or torch.")
+@backend_option("deploykit.bench.timers:TIMERS", "Where to measure", default="ort")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write the table here (for --lut).")
 @click.option("--batch", default=1, show_default=True, type=click.IntRange(min=1), help="Batch size of every measurement.")
-@click.option("--threads", default="1", show_default=True, help="Intra-op threads, or 'default' for the runtime's choice.")
+@threads_option(sweep=False)
 @click.option("--precision", default="fp32", show_default=True, help="Precision the backend runs (fp32).")
 @click.option("--grid", default=6, show_default=True, type=click.IntRange(min=2), help="Points per channel axis of a layer table.")
 @click.option("--scan", default=32, show_default=True, type=click.IntRange(min=0),
@@ -37,14 +38,13 @@ variants timed end to end. The table is cached, keyed by model, backend, device,
 @model_options
 @ignore_option
 @json_option
-def profile(model: str, backend: str, out_path: Path | None, batch: int, threads: str, precision: str, grid: int, scan: int,
-            runs: int, passes: int, calibration_runs: int, refresh: bool, weights: str | None, input_shape: str | None,
-            trust_factory: bool, ignore: tuple[str, ...], json_path: Path | None) -> None:
+def profile(model: str, backend: str, out_path: Path | None, batch: int, threads: int | None, precision: str, grid: int,
+            scan: int, runs: int, passes: int, calibration_runs: int, refresh: bool, weights: str | None,
+            input_shape: str | None, trust_factory: bool, ignore: tuple[str, ...], json_path: Path | None) -> None:
     """Measure a latency table."""
     from deploykit.atomic import check_writable
     from deploykit.bench.profile import ProfileConfig, load_or_profile
     from deploykit.bench.timers import TimingConfig, get_timer
-    from deploykit.errors import DeployKitError
     from deploykit.graph.costs import CostModel
     from deploykit.graph.groups import ModelGraph
     from deploykit.progress import RichReporter
@@ -52,15 +52,10 @@ def profile(model: str, backend: str, out_path: Path | None, batch: int, threads
 
     if out_path is not None:
         check_writable(out_path, "--out")  # before the minutes of measuring, not after
-    if threads.strip().lower() == "default":
-        n_threads = None
-    elif threads.strip().isdigit() and int(threads) > 0:
-        n_threads = int(threads)
-    else:
-        raise DeployKitError(f"--threads {threads!r}: give a positive integer or 'default'")
-    cfg = ProfileConfig(backend=backend, timing=TimingConfig(batch=batch, threads=n_threads, runs=runs, precision=precision),
-                        grid=grid, scan=scan, passes=passes, calibration_runs=calibration_runs)
-    get_timer(backend, cfg.timing)  # an unknown backend or precision fails before any slow work
+    timing = TimingConfig(batch=batch, threads=threads, runs=runs, precision=precision)
+    cfg = ProfileConfig(backend=backend, timing=timing, grid=grid, scan=scan, passes=passes,
+                        calibration_runs=calibration_runs)
+    get_timer(backend, cfg.timing)  # a precision the backend does not measure fails before any slow work
     built = build_model(model, weights=weights, input_shape=parse_shape(input_shape) if input_shape else None, pretrained=False,
                         trust_factory=trust_factory)
     check_input(built)

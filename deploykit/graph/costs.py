@@ -272,13 +272,23 @@ class CostModel:
         """Current channel count of every group."""
         return [len(g.kept) for g in self.groups]
 
-    def _dims(self, lay: _Layer, w: list[int]) -> tuple[float, float]:
+    def layer_dims(self, lay: _Layer, w: list[int]) -> tuple[float, float]:
+        """A layer's (input, output) widths at group widths ``w``.
+
+        Args:
+            lay: one of :attr:`layers`.
+            w: the channel count of every group, in the order of :attr:`groups`.
+
+        Returns:
+            Its original widths less the channels each of its groups loses, times the features
+            one group channel stands for there (hence floats, e.g. through a flatten).
+        """
         cin = lay.base_in - sum((self.full[g] - w[g]) * s for g, s in lay.in_terms)
         cout = lay.base_out - sum((self.full[g] - w[g]) * s for g, s in lay.out_terms)
         return cin, cout
 
     def _layer_macs(self, lay: _Layer, w: list[int]) -> float:
-        cin, cout = self._dims(lay, w)
+        cin, cout = self.layer_dims(lay, w)
         if lay.kind == "norm":
             return 0.0
         if lay.depthwise:
@@ -286,7 +296,7 @@ class CostModel:
         return cout * (cin / lay.groups) * lay.kernel * lay.out_positions
 
     def _layer_params(self, lay: _Layer, w: list[int]) -> float:
-        cin, cout = self._dims(lay, w)
+        cin, cout = self.layer_dims(lay, w)
         if lay.kind == "norm":
             return cout * lay.kernel
         per_out = lay.kernel if lay.depthwise else (cin / lay.groups) * lay.kernel

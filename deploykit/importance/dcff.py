@@ -64,7 +64,7 @@ def fuse(bank: torch.Tensor, proxy_rows: torch.Tensor) -> torch.Tensor:
 def producers(group: Group, ctx: ScoringContext) -> list[tuple[nn.Module, list[int], list[int]]]:
     """The group's weighted layers that write its channels: ``(layer, positions, group channels)``."""
     out = []
-    for it in ctx.graph._items(ctx.graph.tp_group(group)):
+    for it in ctx.graph.tp_items(group):
         mod = it.module
         if it.out and isinstance(mod, (nn.modules.conv._ConvNd, nn.Linear)) and getattr(mod, "weight", None) is not None:
             out.append((mod, list(it.idxs), list(it.root_idxs)))

@@ -54,7 +54,7 @@ class OperatorNorm(Importance):
 
     def score(self, group: Group, ctx: ScoringContext) -> torch.Tensor:
         total = torch.zeros(group.channels, dtype=torch.float64)
-        for it in ctx.graph._items(ctx.graph.tp_group(group)):
+        for it in ctx.graph.tp_items(group):
             mod = it.module
             if not it.out or not isinstance(mod, (nn.modules.conv._ConvNd, nn.Linear)) or mod.weight is None:
                 continue

@@ -131,6 +131,9 @@ RUNNERS.register("torch", "deploykit.runtime.torch:TorchRunner")
 RUNNERS.register("ort", "deploykit.runtime.ort:OrtRunner")
 RUNNERS.register("trt", "deploykit.runtime.trt:TrtRunner")
 BACKEND_NAMES = ("auto", *RUNNERS.names())
+# What each backend name means, in a few words: every CLI --backend help lists these, whichever
+# registry (runners, bench sweeps, latency timers) the command takes its names from.
+BACKEND_HELP: dict[str, str] = {"torch": "PyTorch", "ort": "ONNX Runtime, CPU", "trt": "TensorRT, needs a CUDA GPU"}
 
 
 def runner_class(backend: str) -> type[Runner]:

@@ -17,7 +17,7 @@ import pytest
 
 from deploykit.cli.main import main as cli
 from deploykit.errors import DeployKitError
-from deploykit.export.bundle import write_bundle
+from deploykit.export.bundle import render_template, write_bundle
 from deploykit.export.onnx import ort_session
 
 BASH = shutil.which("bash")
@@ -51,6 +51,13 @@ def test_contents_and_manifest_hashes(bundle, random_onnx):
     np.testing.assert_array_equal(np.fromfile(out / "reference/output.bin", "<f4").reshape(y.shape), y)
     assert json.loads((out / "manifest.json").read_text())["output_shape"] == [4, 10]
 
+
+
+def test_templates_are_filled_whole(bundle):
+    for name in ("run.sh", "summarize.py", "README.md"):
+        assert "@@" not in (bundle[0] / name).read_text(), name
+    with pytest.raises(KeyError, match="@@PRECISION@@"):  # a placeholder nothing fills is a bug, never shipped
+        render_template("README.md", {"MODEL": "m", "BATCHES": "1 8"})
 
 def test_script_syntax(bundle):
     out = bundle[0]
