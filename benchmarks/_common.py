@@ -20,6 +20,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+# This checkout's deploykit, not the one the venv was installed from: benchmarks run from pinned worktrees,
+# and code_version() hashes this checkout's files.
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 LIBRARIES = ("torch", "torchvision", "torch-pruning", "onnxruntime")
 
 

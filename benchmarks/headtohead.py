@@ -57,8 +57,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-# This checkout's deploykit, not the one the venv was installed from: a grid runs from a pinned worktree.
-sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _common import code_version, git_commit, provenance, run_child, write_row  # noqa: E402
