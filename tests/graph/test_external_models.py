@@ -13,8 +13,10 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("timm") is None or impo
                                 reason="needs the timm and yolo extras")
 
 FAST = [("timm:ghostnet_050", "1x3x32x32")]
-SLOW = [("timm:ghostnet_100", "1x3x64x64")] + [(f"timm:{n}", "1x3x64x64") for n in ("cspresnet50", "res2net50_26w_4s", "rexnet_100", "fastvit_t8",
-                                              "mobilevitv2_050", "efficientvit_m0", "convnext_atto", "repvgg_a0")] + [
+# efficientvit at 64x64 has too few MACs outside its whole-left attention stream to reach half: 128x128, as the zoo table.
+SLOW = [("timm:ghostnet_100", "1x3x64x64"), ("timm:efficientvit_m0", "1x3x128x128")] + [
+    (f"timm:{n}", "1x3x64x64") for n in ("cspresnet50", "res2net50_26w_4s", "rexnet_100", "fastvit_t8", "mobilevitv2_050",
+                                         "convnext_atto", "repvgg_a0")] + [
     ("ultralytics:yolov8n.yaml", "1x3x64x64"), ("ultralytics:yolo11n.yaml", "1x3x64x64"),
     ("ultralytics:yolov8n-cls.yaml", "1x3x64x64")]
 CASES = [pytest.param(*c, id=c[0]) for c in FAST] + [pytest.param(*c, id=c[0], marks=pytest.mark.slow) for c in SLOW]
