@@ -35,3 +35,22 @@ def test_compress_half_the_macs_and_export_with_parity(spec: str, shape: str, tm
     built = deploykit.load(str(tmp_path / "a"))
     export_onnx(built, tmp_path / "m.onnx")
     assert check_parity(built.exported, tmp_path / "m.onnx", [built.example_input()])["max_rel_diff"] <= 1e-4
+
+
+def test_ultralytics_c2f_and_c3k2_blocks_are_followed_exactly():
+    """YOLOv8's C2f and YOLO11's C3k2: chunk(2, 1), the second half read by the bottlenecks and the concat."""
+    from torch import nn
+    from ultralytics.nn.modules.block import C2f, C3k2
+
+    from tests.graph.test_followed_or_whole import _check
+
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), C2f(16, 32, n=2, shortcut=True),
+                          C3k2(32, 32, n=1, c3k=True, shortcut=False), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(32, 10))
+    graph, failed = _check(model)
+    assert not failed
+    for block in ("1", "2"):
+        g = graph.get(f"{block}.cv1.conv")
+        assert g.prunable and g.atom_size == 2  # channel i of one half goes with channel i of the other
+    # The backbone block's residuals tie the second half to each bottleneck's output conv.
+    assert {"1.m.0.cv2.conv", "1.m.1.cv2.conv", "1.cv2.conv"} <= set(graph.get("1.cv1.conv").layers)
