@@ -115,4 +115,6 @@ def compress(out_dir: Path, json_path: Path | None, ignore: tuple[str, ...], eva
         out(f"measured latency {last['measured']:.3f} of the base (target {last['target']}, predicted "
             f"{last['predicted']:.3f}) after {len(checks)} timing(s) on the table's backend")
     out(f"wrote {out_dir} ({report['seconds']} s)")
+    for warning in report.get("warnings", []):
+        click.echo(warning, err=True)
     emit(report, json_path)

@@ -19,6 +19,7 @@ import torch
 
 from deploykit.atomic import check_out_dir
 from deploykit.bench.attach import LATENCY_TARGET, attach_latency, ladders_for, latency_report
+from deploykit.bench.speedup import speedup_warning
 from deploykit.bench.predictor import LatencyModel
 from deploykit.bench.verify import LatencyCheck
 from deploykit.compression import TARGETS, CompressConfig
@@ -318,6 +319,8 @@ class _Run:
         report = self._report(job, base_costs, pruned_costs, base_top1, final, rounding, ckpt, total)
         if latency is not None:
             report["latency"] = {**latency_report(latency, cost_model), "checks": job.state.latency_checks}
+        warning = speedup_warning(report, ((full, len(g.kept)) for g, full in zip(graph.groups, graph.full_widths)))
+        report["warnings"] = [warning] if warning else []
         # The plan verifies itself before it is written: its removal, on the unpruned model, equals masking.
         removal = {g.id: set(range(full)) - set(g.kept) for g, full in zip(graph.groups, graph.full_widths)
                    if len(g.kept) < full}
