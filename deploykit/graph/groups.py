@@ -149,7 +149,7 @@ class ModelGraph:
                 dg = tp.DependencyGraph().build_dependency(
                     self.model, self.example_input, customized_pruners=pruners.customized_pruners(), verbose=False
                 )
-                splits.prepare(dg)
+                splits.prepare(dg, owner, self.model)
         except Exception as e:  # noqa: BLE001 - the graph library's errors become one user-facing line
             raise self._trace_error(e, owner) from None
         finally:
@@ -345,6 +345,7 @@ class ModelGraph:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             pruning_group(self.dg, g.root, pruner.prune_out_channels, pos)[0].prune(record_history=False)
+        splits.sync_stored_widths(self.dg)
         g.kept = [k for k in g.kept if k not in drop]
         g.channels = len(g.kept)
         g.atoms = [a for a in ([k for k in atom if k not in drop] for atom in g.atoms) if a]

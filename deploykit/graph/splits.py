@@ -11,14 +11,20 @@ each op's output shape: that fixes the maps exactly.
 A chunk (``chunk(n)`` / ``split(int)``: equal sizes computed from the tensor at run time)
 only stays correct while its pieces stay equal, so channel i of one piece goes with
 channel i of every other piece; :func:`chunk_partners` gives those positions to the
-group walk. A split by stored sizes (``split([a, b])``, or ``split(self.c)`` with an
-attribute that does not follow the pruning) is mapped too; the self-check after pruning
-finds the stale ones and leaves them whole.
+group walk. A split by widths its module stores (timm's MixNet ``split(x, self.splits)``, Res2Net's
+``split(out, self.width)``, YOLO11's C2PSA ``split((self.c, self.c))``, CSPNet's
+``split(self.expand_chs // 2)``) would go stale once channels go: when exactly one attribute
+of the module that made the split holds its widths (the list, each equal piece, or the
+total), :func:`sync_stored_widths` rewrites it after every removal. Anything else stale is
+found by the self-check after pruning, which leaves the group whole.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch_pruning as tp
+from torch import nn
 from torch_pruning import _helpers
 from torch_pruning.dependency import index_mapping
 from torch_pruning.dependency.index_mapping import _ConcatIndexMapping, _SplitIndexMapping
@@ -43,12 +49,17 @@ def _reads(consumer: object, gf: object) -> list[tuple[int, int]]:
     return [(slot, nr) for slot, (f, nr) in enumerate(fns) if f is gf]
 
 
-def prepare(dg: tp.DependencyGraph) -> None:
+def prepare(dg: tp.DependencyGraph, owner: Mapping[object, str], model: nn.Module) -> None:
     """Give split nodes their real chunk sizes, and concats that read a split their slot sizes.
 
     Called once on the freshly traced graph; the sizes are then kept current by
     Torch-Pruning's split and concat pruners as channels are removed.
+
+    Args:
+        owner: the module path that created each autograd node (where a split's widths may be stored).
+        model: the traced model.
     """
+    modules = dict(model.named_modules())
     for node in dg.module2node.values():
         gf = node.grad_fn
         if node.type == tp.ops.OPTYPE.SPLIT and _channel_split(gf):
@@ -65,6 +76,7 @@ def prepare(dg: tp.DependencyGraph) -> None:
             node.module.split_sizes = sizes
             node.module.offsets = _offsets(sizes)
             node.module.dk_mapped = True
+            _bind_stored_widths(node.module, modules.get(owner.get(gf, ""), None))
     for node in dg.module2node.values():
         if node.type != tp.ops.OPTYPE.CONCAT or not any(getattr(i.module, "dk_mapped", False) for i in node.inputs):
             continue
@@ -79,6 +91,42 @@ def prepare(dg: tp.DependencyGraph) -> None:
         node.module.concat_sizes = [int(s[1]) for s in shapes]
         node.module.dk_mapped = True
     refresh(dg)
+
+
+def _bind_stored_widths(split: object, module: nn.Module | None) -> None:
+    """Bind the one attribute of ``module`` that holds ``split``'s widths, if there is exactly one."""
+    if module is None:
+        return
+    sizes = split.split_sizes
+    equal = len(sizes) > 1 and len(set(sizes)) == 1
+    found = []
+    for name, value in vars(module).items():
+        if name.startswith("_") or isinstance(value, bool):
+            continue
+        if isinstance(value, (list, tuple)) and len(value) == len(sizes) and all(
+                isinstance(v, int) and not isinstance(v, bool) for v in value) and list(value) == sizes:
+            found.append((name, "list"))
+        elif isinstance(value, int) and equal and value == sizes[0]:
+            found.append((name, "each"))
+        elif isinstance(value, int) and equal and value == sum(sizes):
+            found.append((name, "total"))
+    if len(found) != 1:
+        return  # none, or ambiguous: the self-check decides
+    split.dk_stored = (module, *found[0])
+    if found[0][1] != "list":
+        split.dk_chunked = True  # the forward splits into equal pieces: keep them equal
+
+
+def sync_stored_widths(dg: tp.DependencyGraph) -> None:
+    """Write each bound split's current widths back into the attribute its module splits by."""
+    for node in dg.module2node.values():
+        stored = getattr(node.module, "dk_stored", None) if node.type == tp.ops.OPTYPE.SPLIT else None
+        if stored is None:
+            continue
+        module, name, kind = stored
+        sizes = node.module.split_sizes
+        old = getattr(module, name)
+        setattr(module, name, type(old)(sizes) if kind == "list" else sizes[0] if kind == "each" else sum(sizes))
 
 
 def refresh(dg: tp.DependencyGraph) -> None:

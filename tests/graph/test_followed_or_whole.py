@@ -19,17 +19,87 @@ def cbr(i: int, o: int, k: int = 3, groups: int = 1) -> nn.Sequential:
 
 
 class StaleSplit(nn.Module):
-    """CSPResNet / Res2Net: split by widths stored in the module (stale once channels go)."""
+    """Split by widths computed from the module's state: no one attribute holds them, so they go stale."""
 
     def __init__(self) -> None:
         super().__init__()
         self.stem, self.exp = cbr(3, 16), cbr(16, 16, 1)
-        self.sizes = [6, 10]  # unequal
+        self.first = 6  # the widths are [first, 16 - first]: unequal, and no attribute equals them
         self.a, self.b, self.out = cbr(6, 8), cbr(10, 8), cbr(16, 8)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a, b = self.exp(self.stem(x)).split(self.sizes, dim=1)
+        a, b = self.exp(self.stem(x)).split([self.first, 16 - self.first], dim=1)
         return self.out(torch.cat([self.a(a), self.b(b)], 1)).mean((2, 3))
+
+
+class MixSplit(nn.Module):
+    """timm MixNet: split by a stored list of unequal widths, one depthwise conv per piece."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.splits = (6, 10)  # a tuple, as timm stores it
+        self.a, self.b = cbr(6, 6, groups=6), cbr(10, 10, groups=10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = x.split(self.splits, dim=1)
+        return torch.cat([self.a(a), self.b(b)], 1)
+
+
+class PieceSplit(nn.Module):
+    """Res2Net: split by a stored piece width into equal pieces."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.width = 4
+        self.pieces = nn.ModuleList(cbr(4, 4) for _ in range(4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([m(p) for m, p in zip(self.pieces, x.split(self.width, dim=1))], 1)
+
+
+class PairSplit(nn.Module):
+    """YOLO11 C2PSA: split((self.c, self.c)), the second half added to a function of the first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = 8
+        self.q, self.v = cbr(8, 8), cbr(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, v = x.split((self.c, self.c), dim=1)
+        return torch.cat([q, self.v(v) + self.q(q)], 1)
+
+
+class HalfSplit(nn.Module):
+    """CSPNet: split(self.expand_chs // 2), the stored total halved."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.expand_chs = 16
+        self.b = cbr(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s, t = x.split(self.expand_chs // 2, dim=1)
+        return torch.cat([s, self.b(t)], 1)
+
+
+class StoredWidths(nn.Module):
+    """Splits by widths their modules store, one construct after another."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = cbr(3, 16)
+        self.mix, self.mixer = cbr(16, 16, 1), MixSplit()
+        self.res, self.res2 = cbr(16, 16, 1), PieceSplit()
+        self.psa, self.attn = cbr(16, 16, 1), PairSplit()
+        self.csp, self.cross = cbr(16, 16, 1), HalfSplit()
+        self.out = cbr(16, 8, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.mixer(self.mix(self.stem(x)))
+        y = self.res2(self.res(y))
+        y = self.attn(self.psa(y))
+        return self.out(self.cross(self.csp(y))).mean((2, 3))
 
 
 class ChunkReused(nn.Module):
@@ -199,6 +269,21 @@ def test_c2f_residual_chain_is_one_group_with_its_halves():
     # The residual ties the second half to each bottleneck's output conv; the concat reads all of them.
     assert g.prunable and {"m.0.1.0", "m.1.1.0", "cv2.0"} <= set(g.layers)
     assert all(len(a) == 2 and a[1] - a[0] == 8 for a in g.atoms)
+
+
+def test_widths_a_module_stores_are_rewritten_and_followed():
+    model = StoredWidths()
+    graph, failed = _check(model)  # pruned == masked, predicted MACs == measured
+    assert not failed
+    for root in ("mix.0", "res.0", "psa.0", "csp.0"):
+        assert graph.get(root).prunable, root
+    # Each attribute now holds the pruned widths, in its own type.
+    mix, res, psa, csp = (graph.get(r).channels for r in ("mix.0", "res.0", "psa.0", "csp.0"))
+    assert isinstance(model.mixer.splits, tuple) and sum(model.mixer.splits) == mix
+    assert model.res2.width * 4 == res and model.attn.c * 2 == psa and model.cross.expand_chs == csp
+    assert (mix, res, psa, csp) != (16, 16, 16, 16), "the probe removed some channels"
+    # Equal pieces stay equal: channel i of each piece is one atom.
+    assert graph.get("res.0").atom_size == 4 and graph.get("psa.0").atom_size == 2
 
 
 def test_ghost_halves_are_one_atom_and_pruned_exactly():
