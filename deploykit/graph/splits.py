@@ -110,10 +110,15 @@ def _bind_stored_widths(split: object, module: nn.Module | None) -> None:
             found.append((name, "each"))
         elif isinstance(value, int) and equal and value == sum(sizes):
             found.append((name, "total"))
-    if len(found) != 1:
+    # The list itself is the strongest evidence (a module often also stores its total width as in_channels).
+    for kind in ("list", "each", "total"):
+        same = [f for f in found if f[1] == kind]
+        if same:
+            break
+    if len(same) != 1:
         return  # none, or ambiguous: the self-check decides
-    split.dk_stored = (module, *found[0])
-    if found[0][1] != "list":
+    split.dk_stored = (module, *same[0])
+    if same[0][1] != "list":
         split.dk_chunked = True  # the forward splits into equal pieces: keep them equal
 
 
