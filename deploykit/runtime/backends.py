@@ -45,8 +45,9 @@ class Backend:
         return self.runner_threads or self.thread_scope is not None
 
     def runner_class(self) -> type[Runner]:
-        """Its Runner class (imports that backend's module)."""
-        return resolve(self.runner) if self.runner else None  # type: ignore[return-value]
+        """Its Runner class (imports that backend's module); only for backends with a runner (:data:`RUNNERS`)."""
+        assert self.runner is not None, "a timer-only backend has no runner"
+        return resolve(self.runner)
 
     def open(self, path: str | Path, threads: int | None = None, **kwargs: Any) -> Runner:
         """Create (not yet activate) its runner for ``path``; ``threads`` goes to runners that take it."""
