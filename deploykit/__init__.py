@@ -15,8 +15,15 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from deploykit.specs import SPEC_RESOLVERS, SpecResolver
+
 __version__ = "0.1.0"
 __all__ = ["compress", "load", "export_onnx", "build_model", "Engine", "DetectSettings"]
+
+# An artifact directory is a MODEL spec. Loading one takes the prune layer, which the zoo sits
+# below and must not import; registered here, where the package is first imported, the zoo
+# finds it whoever calls.
+SPEC_RESOLVERS.register("artifact directory", SpecResolver(os.path.isdir, "deploykit.prune.artifact:load_artifact"))
 
 
 def _fspath(value: Any) -> Any:

@@ -30,7 +30,9 @@ import numpy as np
 
 from deploykit.errors import DeployKitError
 from deploykit.export.onnx import INPUT_NAME, OUTPUT_NAME, read_sidecar, sidecar_path
-from deploykit.runtime.base import BACKEND_NAMES, Runner, auto_backend, load_runner
+from deploykit.registry import unknown_name_message
+from deploykit.runtime.backends import RUNNERS, auto_backend, load_runner
+from deploykit.runtime.base import Runner
 from deploykit.runtime.kernels.detection import DetectSettings, geometry_row
 from deploykit.runtime.kernels.params import letterbox_geometry
 from deploykit.zoo.base import Preprocess, check_labels
@@ -161,8 +163,8 @@ class Engine:
     def __init__(self, path: str | Path, backend: str = "auto", *, color: str = "RGB", letterbox: bool = False,
                  pad_value: float = 114.0, top_k: int = 5, max_batch: int | None = None, threads: int | None = None,
                  trust_factory: bool = False, detection: DetectSettings | None = None) -> None:
-        if backend not in BACKEND_NAMES:
-            raise DeployKitError(f"unknown backend {backend!r}; valid: {', '.join(BACKEND_NAMES)}")
+        if backend != "auto" and backend not in RUNNERS:
+            raise DeployKitError(unknown_name_message("backend", backend, ["auto", *RUNNERS.names()]))
         if color not in ("RGB", "BGR"):
             raise DeployKitError(f"unknown color order {color!r}; valid: RGB, BGR")
         if not _positive_int(top_k):
@@ -180,11 +182,10 @@ class Engine:
         self.labels: list[str] | None = cfg.get("labels")
         self.input_name, self.output_name = cfg.get("input", INPUT_NAME), cfg.get("output", OUTPUT_NAME)
         self.backend = auto_backend(self.path) if backend == "auto" else backend
-        kwargs: dict[str, Any] = {"threads": threads} if self.backend == "ort" and threads else {}
         from deploykit.zoo import trusting_factories
 
         with trusting_factories(trust_factory):  # the torch runner rebuilds an artifact from its plan
-            self.runner: Runner = load_runner(self.path, backend=self.backend, **kwargs).activate()
+            self.runner: Runner = load_runner(self.path, backend=self.backend, threads=threads).activate()
         self.max_batch = int(max_batch) if max_batch is not None else (8 if self.backend == "trt" else None)
         self.color, self.letterbox, self.pad_value, self.top_k = color, letterbox, pad_value, int(top_k)
         if getattr(self.preprocess_config, "resize", "stretch") == "letterbox":

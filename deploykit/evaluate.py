@@ -41,7 +41,8 @@ def evaluate_runner(path: str, ds: ImageDataset, backend: str, batch_size: int =
     from pathlib import Path
 
     from deploykit.export.onnx import INPUT_NAME, OUTPUT_NAME, read_sidecar
-    from deploykit.runtime.base import load_runner, onnx_path_of
+    from deploykit.runtime.backends import load_runner
+    from deploykit.runtime.base import onnx_path_of
 
     p = Path(path)
     side_of = p if p.suffix in (".engine", ".plan") else onnx_path_of(p)

@@ -42,14 +42,10 @@ def _reset_peak() -> bool:
 
 def _probe_ort(path: str, batch: int, threads: int | None, runs: int) -> None:
     import numpy as np
-    import onnxruntime as ort
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if threads:
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-    sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    from deploykit.export.session import ort_session
+
+    sess = ort_session(path, threads, quiet=True)
     types = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(uint8)": np.uint8, "tensor(int64)": np.int64}
     feed = {}
     for i in sess.get_inputs():
@@ -63,7 +59,7 @@ def _probe_torch(path: str, batch: int, threads: int | None, runs: int) -> None:
     import numpy as np
     import torch
 
-    from deploykit.runtime.base import load_runner
+    from deploykit.runtime.backends import load_runner
 
     if threads:
         torch.set_num_threads(threads)

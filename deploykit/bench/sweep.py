@@ -5,15 +5,15 @@ C …) after a warm-up, so that a burst of load on a shared machine hits all of 
 alike and their ratios stay meaningful; each row reports p50/p90/p99/mean/std and
 throughput, and optionally the peak memory of a fresh process running that model at
 that batch size (:mod:`deploykit.bench.memory`). Backends differ only in how a
-runner is opened and how threads are set: :data:`BACKENDS`.
+runner is opened and how threads are set, which their records in
+:data:`deploykit.runtime.backends.BACKENDS` say.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +22,7 @@ import numpy as np
 from deploykit.bench.latency import LatencyResult, interleaved, summarize
 from deploykit.errors import DeployKitError
 from deploykit.progress import Reporter
-from deploykit.registry import Registry
+from deploykit.runtime.backends import RUNNERS
 
 
 @dataclass
@@ -40,7 +40,7 @@ class SweepConfig:
     """What to measure.
 
     Attributes:
-        backend: a registered backend (:data:`BACKENDS`).
+        backend: a registered backend (:data:`deploykit.runtime.backends.RUNNERS`).
         batches: batch sizes.
         threads: intra-op thread counts (None: the runtime's default).
         runs: timed rounds per setting (every model runs once per round).
@@ -56,58 +56,6 @@ class SweepConfig:
     warmup: int = 10
     memory: bool = False
     seed: int = 0
-
-
-@dataclass(frozen=True)
-class Backend:
-    """How a backend opens a model and applies a thread count.
-
-    Attributes:
-        open: ``(path, threads) -> Runner`` (not yet active).
-        threads: a context manager applying a thread count around the timed rounds.
-        takes_threads: whether a thread count means anything to it.
-    """
-
-    open: Callable[[str, int | None], object]
-    threads: Callable[[int | None], contextlib.AbstractContextManager[None]] = lambda t: contextlib.nullcontext()
-    takes_threads: bool = True
-
-
-@contextlib.contextmanager
-def _torch_threads(n: int | None) -> Iterator[None]:
-    import torch
-
-    old = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
-def _open_ort(path: str, threads: int | None):
-    from deploykit.runtime.ort import OrtRunner
-
-    return OrtRunner(path, threads=threads)
-
-
-def _open_torch(path: str, threads: int | None):
-    from deploykit.runtime.torch import TorchRunner
-
-    return TorchRunner(path)
-
-
-def _open_trt(path: str, threads: int | None):
-    from deploykit.runtime.base import load_runner
-
-    return load_runner(path, backend="trt")
-
-
-BACKENDS: Registry[Backend] = Registry("backend")
-BACKENDS.register("ort", Backend(_open_ort))
-BACKENDS.register("torch", Backend(_open_torch, _torch_threads))
-BACKENDS.register("trt", Backend(_open_trt, takes_threads=False))
 
 
 def model_macs(path: str, runner: object) -> int | None:
@@ -198,9 +146,9 @@ def check_memory(runners: dict, batches: Sequence[int]) -> None:
 
 def check_threads(cfg: SweepConfig) -> None:
     """Refuse a thread count on a backend that has none."""
-    if not BACKENDS.get(cfg.backend).takes_threads and any(t is not None for t in cfg.threads):
+    if not RUNNERS.get(cfg.backend).takes_threads and any(t is not None for t in cfg.threads):
         raise DeployKitError(f"--threads does not apply to backend {cfg.backend}; valid with: "
-                             + ", ".join(n for n in BACKENDS.names() if BACKENDS.get(n).takes_threads))
+                             + ", ".join(n for n in RUNNERS.names() if RUNNERS.get(n).takes_threads))
 
 
 def sweep(paths: Sequence[str | Path], cfg: SweepConfig, reporter: Reporter | None = None) -> list[BenchRow]:
@@ -209,7 +157,7 @@ def sweep(paths: Sequence[str | Path], cfg: SweepConfig, reporter: Reporter | No
     Raises:
         DeployKitError: an unknown backend, a model the backend cannot load.
     """
-    backend = BACKENDS.get(cfg.backend)
+    backend = RUNNERS.get(cfg.backend)
     check_threads(cfg)
     rep = reporter or Reporter()
     names = [str(p) for p in paths]

@@ -3,8 +3,9 @@
 A :class:`Timer` answers two questions on one backend: how long does this layer take
 at these channel counts (:meth:`Timer.layer_ms`, the median of several runs), and a
 callable that runs this whole model once (:meth:`Timer.model_fn`, for calibration and
-checks, timed by the caller interleaved with others). Register new backends in
-:data:`TIMERS`.
+checks, timed by the caller interleaved with others). A timer belongs to a backend of
+:data:`deploykit.runtime.backends.BACKENDS`: :func:`register_timer` adds it there, and
+:data:`TIMERS` lists the backends that have one.
 
 ONNX Runtime's layer time is the kernel time from its own profiler, not the wall
 time of a one-node session: ONNX Runtime wraps a lone convolution in layout
@@ -19,10 +20,10 @@ import os
 import statistics
 import tempfile
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,7 +33,11 @@ from deploykit.bench.latency import interleaved
 from deploykit.bench.layers import LayerOp, input_shape, onnx_model, torch_module
 from deploykit.bench.machine import cpu_name
 from deploykit.errors import DeployKitError
-from deploykit.registry import Registry
+from deploykit.export.onnx import onnx_bytes
+from deploykit.export.session import ort_session
+from deploykit.registry import View
+from deploykit.runtime.backends import BACKENDS, Backend
+from deploykit.runtime.torch import torch_threads
 
 
 @dataclass(frozen=True)
@@ -87,7 +92,30 @@ class Timer:
         return interleaved(fns, runs, warmup, task)
 
 
-TIMERS: Registry[type[Timer]] = Registry("latency backend")
+# The backends with a timer: the runtime's backend registry, read for the facet this layer adds.
+TIMERS: View[type[Timer]] = View("latency backend", BACKENDS, lambda b: b.timer)
+
+
+def register_timer(name: str, cls: type[Timer] | None = None, description: str = "") -> Any:
+    """Make ``cls`` the latency timer of backend ``name``; usable as a decorator without ``cls``.
+
+    A name the runtime has no backend for becomes a backend that only times (a test's fake),
+    described by ``description``.
+
+    Raises:
+        ValueError: ``name`` already has a timer.
+    """
+
+    def add(c: type[Timer]) -> type[Timer]:
+        if name not in BACKENDS:
+            BACKENDS.register(name, Backend(description))
+        entry = BACKENDS.get(name)
+        if entry.timer is not None:
+            raise ValueError(f"latency backend {name!r} is registered twice")
+        entry.timer = c
+        return c
+
+    return add if cls is None else add(cls)
 
 
 def get_timer(backend: str, cfg: TimingConfig) -> Timer:
@@ -95,18 +123,7 @@ def get_timer(backend: str, cfg: TimingConfig) -> Timer:
     return TIMERS.get(backend)(cfg)
 
 
-def onnx_bytes(module: nn.Module, example: torch.Tensor, opset: int = 17) -> bytes:
-    """``module`` exported to ONNX the way deploykit exports (TorchScript exporter, constant folding)."""
-    module = module.eval()
-    with tempfile.TemporaryDirectory() as d, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        path = Path(d) / "m.onnx"
-        torch.onnx.export(module, (example,), str(path), dynamo=False, opset_version=opset, input_names=["input"],
-                          output_names=["output"], do_constant_folding=True)
-        return path.read_bytes()
-
-
-@TIMERS.register("ort")
+@register_timer("ort")
 class OrtTimer(Timer):
     """ONNX Runtime, CPU execution provider."""
 
@@ -118,17 +135,7 @@ class OrtTimer(Timer):
         return f"onnxruntime {ort.__version__}"
 
     def _session(self, model: bytes, profile_prefix: str | None = None):
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        if self.cfg.threads:
-            opts.intra_op_num_threads = self.cfg.threads
-            opts.inter_op_num_threads = 1
-        if profile_prefix:
-            opts.enable_profiling = True
-            opts.profile_file_prefix = profile_prefix
-        return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+        return ort_session(model, self.cfg.threads, profile_prefix=profile_prefix, quiet=True)
 
     def layer_ms(self, op: LayerOp, cin: int, cout: int) -> float:
         cfg = self.cfg
@@ -164,7 +171,7 @@ def kernel_ms(events: list[dict], warmup: int) -> float:
     return sum(statistics.median(v[warmup:] or v) for v in per_node.values())
 
 
-@TIMERS.register("torch")
+@register_timer("torch")
 class TorchTimer(Timer):
     """PyTorch eager on the CPU (or CUDA when ``DEPLOYKIT_TORCH_DEVICE=cuda``)."""
 
@@ -191,11 +198,8 @@ class TorchTimer(Timer):
         cfg = self.cfg
         mod = torch_module(op, cin, cout).eval().to(self.dev)
         x = torch.randn(input_shape(op, cfg.batch, cin), device=self.dev)
-        old = torch.get_num_threads()
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        try:
-            times = []
+        times = []
+        with torch_threads(cfg.threads):
             for i in range(cfg.warmup + cfg.runs):
                 self._sync()
                 t0 = time.perf_counter()
@@ -203,8 +207,6 @@ class TorchTimer(Timer):
                 self._sync()
                 if i >= cfg.warmup:
                     times.append(time.perf_counter() - t0)
-        finally:
-            torch.set_num_threads(old)
         return statistics.median(times) * 1e3
 
     def model_fn(self, module: nn.Module, example: torch.Tensor) -> Callable[[], object]:
@@ -214,14 +216,9 @@ class TorchTimer(Timer):
 
         @torch.no_grad()
         def run() -> object:
-            old = torch.get_num_threads()
-            if threads:
-                torch.set_num_threads(threads)
-            try:
+            with torch_threads(threads):
                 out = module(x)
                 self._sync()
                 return out
-            finally:
-                torch.set_num_threads(old)
 
         return run

@@ -17,7 +17,7 @@ one). MODEL may also be an .onnx file exported by deploykit (run in ONNX Runtime
 @click.argument("model")
 @click.option("--data", required=True, help="DATA spec: cifar10:DIR[:train|test][:lossless|jpeg75], digits[:train|test], imagefolder:DIR.")
 @click.option("--limit", type=click.IntRange(min=1), help="Evaluate on the first N images only.")
-@backend_option("deploykit.runtime.base:RUNNERS", "Run an .onnx/.engine file or bundle DIR on this backend",
+@backend_option("deploykit.runtime.backends:RUNNERS", "Run an .onnx/.engine file or bundle DIR on this backend",
                 without="MODEL runs in PyTorch, an .onnx file in ONNX Runtime")
 @model_options
 @json_option

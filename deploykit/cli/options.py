@@ -2,22 +2,21 @@
 
 Each group is defined once, after Polygraphy's argument groups (``tools/args``): a function
 adds the flag to a command and parses its value, so every subcommand that takes the flag
-spells, documents and checks it alike. The backends a command accepts are the names of the
-registry that runs them there; the help lists them (with :data:`deploykit.runtime.base.BACKEND_HELP`)
-only when ``--help`` is shown, so starting the CLI imports no registry, nor numpy and torch
-with it.
+spells, documents and checks it alike. The backends a command accepts are the names of a view
+of the one backend registry (:mod:`deploykit.runtime.backends`: the backends with a runner, or
+those with a latency timer); the help lists them, each with its description, only when
+``--help`` is shown, so starting the CLI imports no registry, nor numpy and torch with it.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import Any
 
 import click
 
 from deploykit.errors import DeployKitError
-from deploykit.registry import Registry
+from deploykit.registry import resolve
 
 F = Callable[..., Any]
 
@@ -34,17 +33,12 @@ class _LazyHelpOption(click.Option):
         return super().get_help_record(ctx)
 
 
-def _registry(path: str) -> Registry[Any]:
-    module, _, name = path.partition(":")
-    return getattr(importlib.import_module(module), name)
-
-
 def backend_choices(registry: str) -> str:
     """The names ``registry`` (``"module:NAME"``) holds, each with what it is, e.g.
     ``ort (ONNX Runtime, CPU), torch (PyTorch)``."""
-    from deploykit.runtime.base import BACKEND_HELP
+    from deploykit.runtime.backends import describe
 
-    return ", ".join(f"{n} ({BACKEND_HELP[n]})" if n in BACKEND_HELP else n for n in _registry(registry).names())
+    return ", ".join(describe(n) for n in resolve(registry).names())
 
 
 def backend_option(registry: str, purpose: str, default: str | None = None,
@@ -65,7 +59,7 @@ def backend_option(registry: str, purpose: str, default: str | None = None,
     def check(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
         # While parsing, so an unknown name fails before any work; the registry's error lists the valid ones.
         if value is not None:
-            _registry(registry).get(value)
+            resolve(registry).get(value)
         return value
 
     def make_help() -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from torch import nn
 
 from deploykit.atomic import staged
 from deploykit.errors import DeployKitError, ParityError
+from deploykit.export.session import ort_session  # noqa: F401 - re-exported: imports keep working
 from deploykit.export.sidecar import read_sidecar, sidecar_path  # noqa: F401 - re-exported: imports keep working
 from deploykit.zoo.base import BuiltModel
 
@@ -124,27 +126,50 @@ def _sidecar(built: BuiltModel, outputs: list[str], opset: int) -> dict[str, Any
 
 def _export_model(built: BuiltModel, dest: Path, opset: int, dynamic_batch: bool) -> tuple[int, list[str]]:
     """Write the ONNX model to ``dest`` and check it; returns the opset written and the output names."""
-    import onnx
-
     model = built.exported.eval()
     example = built.example_input()
+    try:
+        return write_onnx(model, example, dest, opset, dynamic_batch)
+    except torch.onnx.errors.OnnxExporterError as e:
+        raise DeployKitError(_exporter_message(e, built, model, example, opset)) from None
+
+
+def write_onnx(model: nn.Module, example: torch.Tensor, dest: str | Path, opset: int = DEFAULT_OPSET,
+               dynamic_batch: bool = True) -> tuple[int, list[str]]:
+    """The exporter itself: ``model`` on ``example`` to ``dest`` (TorchScript exporter, constant folding),
+    checked by onnx.checker.
+
+    Returns:
+        The opset written and the output names (``output``, or ``output_0``, ``output_1``, ...).
+
+    Raises:
+        torch.onnx.errors.OnnxExporterError: what the exporter refused (:func:`export_onnx` words it).
+    """
+    import onnx
+
+    model = model.eval()
     with torch.no_grad():
         n_out = len(_flat(model(example)))
     outputs = [OUTPUT_NAME] if n_out == 1 else [f"{OUTPUT_NAME}_{i}" for i in range(n_out)]
     axes = {name: {0: "batch"} for name in [INPUT_NAME, *outputs]} if dynamic_batch else None
-    try:
-        with warnings.catch_warnings(), _no_exporter_log():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                model, (example,), str(dest), dynamo=False, opset_version=opset,
-                input_names=[INPUT_NAME], output_names=outputs, dynamic_axes=axes, do_constant_folding=True,
-            )
-    except torch.onnx.errors.OnnxExporterError as e:
-        raise DeployKitError(_exporter_message(e, built, model, example, opset)) from None
+    with warnings.catch_warnings(), _no_exporter_log():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model, (example,), str(dest), dynamo=False, opset_version=opset,
+            input_names=[INPUT_NAME], output_names=outputs, dynamic_axes=axes, do_constant_folding=True,
+        )
     proto = onnx.load(str(dest))
     onnx.checker.check_model(proto)
     written = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
     return written, outputs
+
+
+def onnx_bytes(module: nn.Module, example: torch.Tensor, opset: int = DEFAULT_OPSET) -> bytes:
+    """``module`` exported by :func:`write_onnx` at ``example``'s static shape, as bytes (for timing)."""
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "m.onnx"
+        write_onnx(module, example, path, opset, dynamic_batch=False)
+        return path.read_bytes()
 
 
 @contextlib.contextmanager
@@ -203,22 +228,6 @@ def _module_calling(model: nn.Module, example: torch.Tensor, op: str) -> str | N
             kind, _, name = scope.partition("::")
             return f"'{name}' ({kind})" if name else f"the top-level model ({kind})" if kind else None
     return None
-
-
-def ort_session(path: str | Path, threads: int | None = None):
-    """An ONNX Runtime CPU session."""
-    import onnxruntime as ort
-
-    if not Path(path).is_file():
-        raise DeployKitError(f"ONNX file {path} does not exist")
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-    try:
-        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    except Exception as e:  # noqa: BLE001 - a file ORT cannot load is bad input
-        raise DeployKitError(f"ONNX Runtime cannot load {path}: {str(e).splitlines()[0][:200]}") from None
 
 
 def max_diffs(ref: np.ndarray, got: np.ndarray) -> tuple[float, float]:

@@ -1,9 +1,10 @@
 """Layer pruners Torch-Pruning lacks, registered with every dependency graph deploykit builds.
 
-* :class:`ChannelScatterPruner`: parameter-free channel re-mapping modules (the
-  CIFAR ResNets' option-A shortcut). Input and output channels are separate
-  groups: removing an input channel turns the output it fed into a zero channel;
-  removing an output channel drops that position.
+* :class:`ChannelScatterPruner`: parameter-free channel re-mapping modules
+  (:class:`~deploykit.zoo.scatter.ChannelScatter`, e.g. the CIFAR ResNets' option-A
+  shortcut). Input and output channels are separate groups: removing an input channel
+  turns the output it fed into a zero channel; removing an output channel drops that
+  position.
 * :class:`CoupledGroupConvPruner`: grouped convolutions with as many inputs as
   outputs (ResNeXt, RegNet). Torch-Pruning prunes them by keeping channels-per-group
   equal across groups; deploykit removes *whole groups* instead (``groups`` shrinks,
@@ -19,20 +20,9 @@ from collections.abc import Sequence
 import torch_pruning as tp
 from torch import nn
 
-
-class ChannelScatter(nn.Module):
-    """Base for modules whose output channel o copies input channel ``src[o]`` (or is zero)."""
-
-    in_channels: int
-    out_channels: int
-
-    def scatter_sources(self) -> list[int]:
-        """Source input channel of every output channel (-1: zero)."""
-        raise NotImplementedError
-
-    def set_sources(self, src: list[int], in_channels: int) -> None:
-        """Install a new mapping after pruning."""
-        raise NotImplementedError
+# The contract lives with the models that implement it (the zoo, below this layer); it stays
+# importable from here, where the pruners that honour it are.
+from deploykit.zoo.scatter import ChannelScatter
 
 
 class ChannelScatterPruner(tp.pruner.BasePruningFunc):
@@ -118,10 +108,9 @@ class CoupledGroupConvPruner(tp.pruner.BasePruningFunc):
 def customized_pruners() -> dict[type, tp.pruner.BasePruningFunc]:
     """Pruners for classes Torch-Pruning does not handle as deploykit wants.
 
-    Every subclass of :class:`ChannelScatter` (e.g. the CIFAR option-A shortcut) is covered.
+    Every subclass of :class:`ChannelScatter` defined so far is covered (e.g. the CIFAR option-A
+    shortcut): a model holding one has imported its class.
     """
-    import deploykit.zoo.cifar_resnet  # noqa: F401  (defines a ChannelScatter subclass)
-
     pruners: dict[type, tp.pruner.BasePruningFunc] = {CoupledGroupConv2d: CoupledGroupConvPruner()}
     todo = list(ChannelScatter.__subclasses__())
     while todo:

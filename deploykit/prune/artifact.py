@@ -16,6 +16,7 @@ from deploykit.config import read_json
 from deploykit.errors import DeployKitError
 from deploykit.graph.groups import ModelGraph
 from deploykit.prune.plan import PLAN_WHAT, apply_plan, validate_plan
+from deploykit.zoo import check_input, model_from_spec, require_trust
 from deploykit.zoo.base import BuiltModel, Preprocess, check_labels
 from deploykit.zoo.weights import load_into, read_state_dict
 
@@ -61,8 +62,6 @@ def rebuild(
         DeployKitError: an untrusted factory, a base model that rejects the plan's input shape,
             or groups that do not fit it.
     """
-    from deploykit.zoo import check_input, model_from_spec, require_trust
-
     require_trust(plan["base_spec"], source, trust_factory)
     shape = tuple(plan["input_shape"])
     # The spec goes straight to the zoo, never through build_model: read as a path, a spec

@@ -3,13 +3,13 @@
 As in Polygraphy, every public method checks its arguments and the runner's state,
 then calls the backend's ``*_impl``; backends never repeat the checks. A runner is
 loaded by :meth:`Runner.activate` (or ``with runner:``) and is safe to call from
-several threads at once (each backend says how it achieves that).
+several threads at once (each backend says how it achieves that). Backends are found by
+name in :mod:`deploykit.runtime.backends`.
 """
 
 from __future__ import annotations
 
 import abc
-import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 
 from deploykit.errors import DeployKitError
-from deploykit.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -123,45 +122,6 @@ class Runner(abc.ABC):
 
     @abc.abstractmethod
     def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
-
-
-# Backends by name, as "module:Class" so that naming one imports only that one.
-RUNNERS: Registry[str] = Registry("backend")
-RUNNERS.register("torch", "deploykit.runtime.torch:TorchRunner")
-RUNNERS.register("ort", "deploykit.runtime.ort:OrtRunner")
-RUNNERS.register("trt", "deploykit.runtime.trt:TrtRunner")
-BACKEND_NAMES = ("auto", *RUNNERS.names())
-# What each backend name means, in a few words: every CLI --backend help lists these, whichever
-# registry (runners, bench sweeps, latency timers) the command takes its names from.
-BACKEND_HELP: dict[str, str] = {"torch": "PyTorch", "ort": "ONNX Runtime, CPU", "trt": "TensorRT, needs a CUDA GPU"}
-
-
-def runner_class(backend: str) -> type[Runner]:
-    """The Runner class registered as ``backend``."""
-    module, _, cls = RUNNERS.get(backend).partition(":")
-    return getattr(importlib.import_module(module), cls)
-
-
-def auto_backend(path: str | Path) -> str:
-    """``trt`` for an engine file, or for ONNX when a GPU and TensorRT are present;
-    ``torch`` for an artifact directory or model spec; else ``ort``."""
-    from deploykit.runtime.trt import trt_status
-
-    p = Path(path)
-    if p.suffix in (".engine", ".plan"):
-        return "trt"
-    if p.suffix == ".onnx":
-        return "trt" if trt_status().ok else "ort"
-    if p.is_dir() and (p / "model.onnx").is_file():
-        return "trt" if trt_status().ok else "ort"
-    return "torch"
-
-
-def load_runner(path: str | Path, backend: str = "auto", **kwargs: Any) -> Runner:
-    """Create (not yet activate) the runner for ``path``: an ONNX file, an engine file,
-    an artifact or bundle directory, or a model spec."""
-    name = auto_backend(path) if backend == "auto" else backend
-    return runner_class(name)(path, **kwargs)
 
 
 NP_FROM_ONNX = {

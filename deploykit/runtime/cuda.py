@@ -1,7 +1,7 @@
 """GPU memory, streams and modules through cuda-python, or pycuda where that is what the
 device has (older JetPack images ship pycuda, TensorRT's samples moved to cuda-python).
 
-Everything is imported inside functions: importing this module needs no GPU package.
+The bindings are lazy modules (:mod:`deploykit.lazy`): importing this module needs no GPU package.
 :func:`gpu_status` is the one guard to call before touching TensorRT or CUDA, since a
 TensorRT runtime created without a device logs an error and the next call segfaults.
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
-import importlib
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,7 +27,14 @@ from typing import Any, Protocol
 import numpy as np
 
 from deploykit.errors import DeployKitError
+from deploykit.lazy import LazyModule, lazy_import
 from deploykit.registry import Registry
+
+_GPU_EXTRA = "pip install 'deploykit[gpu]'"
+# cuda-python's modules moved under cuda.bindings in 12.6; the older names come second.
+CUDA_RUNTIME = lazy_import("cuda.bindings.runtime", "cuda.cudart", what="cuda-python", install=_GPU_EXTRA)
+CUDA_DRIVER = lazy_import("cuda.bindings.driver", "cuda.cuda", what="cuda-python", install=_GPU_EXTRA)
+PYCUDA_DRIVER = lazy_import("pycuda.driver", what="pycuda", install="pip install pycuda")
 
 # cudaError_t values (CUDA Runtime API docs: cudaGetDeviceCount "Returns: cudaSuccess,
 # cudaErrorNoDevice, cudaErrorInsufficientDriver").
@@ -85,16 +92,12 @@ class CudaPython:
     """cuda-python (``cuda.bindings``; ``cuda.cudart``/``cuda.cuda`` before 12.6)."""
 
     name = "cuda-python"
+    module: LazyModule = CUDA_RUNTIME
 
     def __init__(self) -> None:
-        try:
-            runtime = importlib.import_module("cuda.bindings.runtime")
-            driver = importlib.import_module("cuda.bindings.driver")
-            self.version = str(getattr(importlib.import_module("cuda.bindings"), "__version__", "?"))
-        except ImportError:
-            runtime = importlib.import_module("cuda.cudart")
-            driver = importlib.import_module("cuda.cuda")
-            self.version = "<12.6"
+        runtime, driver = CUDA_RUNTIME.module(), CUDA_DRIVER.module()
+        package = sys.modules.get("cuda.bindings") if runtime.__name__.startswith("cuda.bindings") else None
+        self.version = str(getattr(package, "__version__", "?")) if package is not None else "<12.6"
         self.rt, self.drv = runtime, driver
         self._local = threading.local()
 
@@ -198,9 +201,10 @@ class PyCuda:
     """
 
     name = "pycuda"
+    module: LazyModule = PYCUDA_DRIVER
 
     def __init__(self) -> None:
-        drv = importlib.import_module("pycuda.driver")
+        drv = PYCUDA_DRIVER.module()
         drv.init()
         self.drv = drv
         self._ctx: Any = None
@@ -300,17 +304,10 @@ class PyCuda:
 BINDINGS: Registry[type] = Registry("CUDA binding")
 BINDINGS.register("cuda-python", CudaPython)
 BINDINGS.register("pycuda", PyCuda)
-_PROBE_MODULES = {"cuda-python": ("cuda.bindings.runtime", "cuda.cudart"), "pycuda": ("pycuda.driver",)}
 
 
 def _importable(name: str) -> bool:
-    for mod in _PROBE_MODULES[name]:
-        try:
-            importlib.import_module(mod)
-            return True
-        except ImportError:
-            continue
-    return False
+    return BINDINGS.get(name).module.available()
 
 
 @functools.lru_cache(maxsize=None)

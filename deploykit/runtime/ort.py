@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deploykit.export.session import CPU, ort_session
 from deploykit.runtime.base import NP_FROM_ONNX, Runner, TensorMeta, onnx_path_of
 
 
@@ -29,18 +30,13 @@ class OrtRunner(Runner):
         super().__init__()
         self.path = onnx_path_of(path)
         self.threads = threads
-        self.providers = providers or ["CPUExecutionProvider"]
+        self.providers = providers or [CPU]
         self.session = None
 
     def activate_impl(self) -> None:
-        from deploykit.export.onnx import ort_session
-
-        if self.providers == ["CPUExecutionProvider"]:
-            self.session = ort_session(self.path, self.threads)
-        else:  # e.g. CUDAExecutionProvider: onnxruntime-gpu, for comparisons against TensorRT
-            import onnxruntime as ort
-
-            self.session = ort.InferenceSession(str(self.path), providers=self.providers)
+        # Other providers (e.g. CUDAExecutionProvider: onnxruntime-gpu, for comparisons against
+        # TensorRT) open through the same loader as the CPU one.
+        self.session = ort_session(self.path, self.threads, self.providers)
         self._inputs = {i.name: TensorMeta(i.name, np.dtype(NP_FROM_ONNX[i.type]), tuple(_dim(d) for d in i.shape))
                         for i in self.session.get_inputs()}
         self._outputs = {o.name: TensorMeta(o.name, np.dtype(NP_FROM_ONNX[o.type]), tuple(_dim(d) for d in o.shape))

@@ -6,12 +6,31 @@ holds no per-call state, so several threads may call it at once.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from deploykit.export.onnx import INPUT_NAME, OUTPUT_NAME
 from deploykit.runtime.base import Runner, TensorMeta
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """PyTorch's intra-op thread count set to ``n`` inside the block (None: left as it is).
+
+    The count is process-wide, so it is set around the calls and then restored.
+    """
+    import torch
+
+    old = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 class TorchRunner(Runner):

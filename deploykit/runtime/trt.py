@@ -16,9 +16,10 @@ version    network creation flags          precision
 Building uses the name-based API everywhere: ``build_serialized_network``, an
 optimization profile for a dynamic batch, a timing cache file reused across builds and
 a workspace limit; running uses ``set_input_shape`` / ``set_tensor_address`` /
-``execute_async_v3`` on a CUDA stream (8.5+). ``tensorrt`` is imported only inside
-functions, and only after :func:`require_gpu`: creating a TensorRT runtime without a
-device logs an error and the next call segfaults.
+``execute_async_v3`` on a CUDA stream (8.5+). ``tensorrt`` is a lazy module
+(:mod:`deploykit.lazy`), first touched by :func:`trt_status` only after a GPU was found,
+and handed out by :func:`require_gpu`: creating a TensorRT runtime without a device logs
+an error and the next call segfaults.
 
 Execution contexts and optimization profiles: on 8.5/8.6 a profile serves one context at
 a time (only the first context gets profile 0 implicitly, later ones start at -1 and
@@ -41,7 +42,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import importlib
 import logging
 import queue
 from dataclasses import dataclass
@@ -53,9 +53,14 @@ import numpy as np
 
 from deploykit.atomic import atomic_file
 from deploykit.errors import DeployKitError
-from deploykit.runtime.base import Runner, TensorMeta
+from deploykit.lazy import lazy_import
+from deploykit.runtime.base import Runner, TensorMeta, onnx_path_of
+from deploykit.runtime.cuda import cuda_api, gpu_status
+from deploykit.runtime.kernels.sources import cache_dir
 
 log = logging.getLogger(__name__)
+
+tensorrt = lazy_import("tensorrt", what="TensorRT", install="pip install 'deploykit[gpu]' or use JetPack's")
 
 MIN_VERSION = (8, 5)  # the name-based tensor API and execute_async_v3 (JetPack 5.1 ships 8.5.2)
 DEFAULT_WORKSPACE = 1 << 30  # 1 GiB: enough tactics for CNNs, fits a Jetson Orin Nano
@@ -178,15 +183,13 @@ class TrtStatus:
 @functools.lru_cache(maxsize=None)
 def trt_status() -> TrtStatus:
     """A GPU first (TensorRT without one crashes), then ``import tensorrt``."""
-    from deploykit.runtime.cuda import gpu_status
-
     gpu = gpu_status()
     if not gpu.ok:
         return TrtStatus(False, f"no GPU: {gpu.reason}")
     try:
-        importlib.import_module("tensorrt")
-    except ImportError as e:
-        return TrtStatus(False, f"TensorRT is not installed ({e}); pip install 'deploykit[gpu]' or use JetPack's")
+        tensorrt.module()
+    except ImportError as e:  # the lazy module's error: names the package and how to install it
+        return TrtStatus(False, str(e))
     return TrtStatus(True, "GPU and TensorRT present")
 
 
@@ -200,7 +203,7 @@ def require_gpu(onnx_hint: str | Path | None = None) -> ModuleType:
     if not status.ok:
         where = f"; the ONNX file is {onnx_hint} (build the engine on the target: see its bundle)" if onnx_hint else ""
         raise DeployKitError(f"TensorRT needs a CUDA GPU and none is usable here ({status.reason}){where}")
-    return importlib.import_module("tensorrt")
+    return tensorrt.module()
 
 
 # -- building -----------------------------------------------------------------------
@@ -383,15 +386,11 @@ class TrtRunner(Runner):
         self._slots: list[_Slot] = []
 
     def _engine_bytes(self, trt: ModuleType) -> bytes:
-        from deploykit.runtime.base import onnx_path_of
-
         if self.path.suffix in (".engine", ".plan"):
             if not self.path.is_file():
                 raise DeployKitError(f"engine file {self.path} does not exist")
             return self.path.read_bytes()
         onnx = onnx_path_of(self.path)
-        from deploykit.runtime.kernels.sources import cache_dir
-
         engines = cache_dir().parent / "engines"
         device = hashlib.sha256(device_key(self.api, trt).encode()).hexdigest()[:12]
         cfg = self.build_cfg or BuildConfig(precision=_sidecar_precision(onnx))
@@ -404,8 +403,6 @@ class TrtRunner(Runner):
         return engine.read_bytes()
 
     def activate_impl(self) -> None:
-        from deploykit.runtime.cuda import cuda_api
-
         hint = self.path if self.path.suffix == ".onnx" else None
         trt = self._trt or require_gpu(hint)
         feats = features(trt)
@@ -521,6 +518,7 @@ class TrtRunner(Runner):
 
 
 def _sidecar_precision(onnx: Path) -> str:
+    # Imported here: the sidecar schema pulls in the zoo (and torch), which running an engine does not need.
     from deploykit.export.sidecar import read_sidecar, sidecar_path
 
     # Validated like every sidecar: a damaged one is one line, not a traceback.

@@ -18,7 +18,6 @@ import importlib
 import re
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -26,6 +25,7 @@ from torch import nn
 from deploykit.config import one_line
 from deploykit.errors import DeployKitError
 from deploykit.registry import Registry, unknown_name_message
+from deploykit.specs import resolver_for
 from deploykit.zoo.base import IMAGENET_MEAN, IMAGENET_STD, TASKS, BuiltModel, Preprocess
 from deploykit.zoo.weights import load_weights
 
@@ -283,11 +283,9 @@ def build_model(
     if not isinstance(spec, str):
         raise DeployKitError("a MODEL spec is a string (family:name, an artifact directory or "
                              f"package.module:factory), not {type(spec).__name__}")
-    path = Path(spec)
-    if path.is_dir():
-        from deploykit.prune.artifact import load_artifact
-
-        built = load_artifact(path, trust_factory=trust_factory)
+    resolver = resolver_for(spec)
+    if resolver is not None:  # an artifact directory (registered by the layer that loads it)
+        built = resolver(spec, trust_factory=trust_factory)
     else:
         # The same opt-in covers a family's pickled checkpoint (ultralytics:best.pt).
         with trusting_factories(trusted(trust_factory)):

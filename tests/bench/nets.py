@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from deploykit.bench.layers import LayerOp, record_calls
-from deploykit.bench.timers import TIMERS, Timer
+from deploykit.bench.timers import TIMERS, Timer, register_timer
 from deploykit.graph.costs import measure
 
 INPUT_SHAPE = (1, 3, 16, 16)
@@ -107,4 +107,4 @@ def model_ms(module: nn.Module, example: torch.Tensor, fn=smooth_ms) -> float:
 
 for _cls in (FakeTimer, StairTimer):
     if _cls.name not in TIMERS:
-        TIMERS.register(_cls.name, _cls)
+        register_timer(_cls.name, _cls)

@@ -14,21 +14,22 @@ from deploykit.cli.main import main
 
 
 @pytest.mark.parametrize("command, registry", [
-    ("bench", "deploykit.bench.sweep:BACKENDS"),
-    ("eval", "deploykit.runtime.base:RUNNERS"),
+    ("bench", "deploykit.runtime.backends:RUNNERS"),
+    ("eval", "deploykit.runtime.backends:RUNNERS"),
     ("profile", "deploykit.bench.timers:TIMERS"),
 ])
 def test_backend_help_lists_the_commands_registry(command, registry, capsys):
     import importlib
 
-    from deploykit.runtime.base import BACKEND_HELP
+    from deploykit.runtime.backends import BACKENDS
 
     module, _, name = registry.partition(":")
     names = getattr(importlib.import_module(module), name).names()
     assert main([command, "--help"]) == 0
     help_text = " ".join(capsys.readouterr().out.split())  # unwrapped
     for n in names:
-        assert (f"{n} ({BACKEND_HELP[n]})" if n in BACKEND_HELP else n) in help_text, n
+        desc = BACKENDS.get(n).description
+        assert (f"{n} ({desc})" if desc else n) in help_text, n
 
 
 @pytest.mark.parametrize("text, expected", [("default", None), (" 4 ", 4), ("DEFAULT", None)])

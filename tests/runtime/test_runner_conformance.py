@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 from deploykit.errors import DeployKitError
-from deploykit.runtime.base import Runner, load_runner
+from deploykit.runtime.backends import load_runner
+from deploykit.runtime.base import Runner
 from deploykit.runtime.trt import BuildConfig, trt_status
 
 import fake_tensorrt  # noqa: E402  (tests/runtime is on sys.path under pytest's rootdir mode)

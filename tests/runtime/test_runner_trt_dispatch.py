@@ -122,7 +122,7 @@ def test_without_a_gpu_trt_is_a_one_line_error_naming_the_onnx(small_model):
 
 
 def test_auto_backend_falls_back_to_onnx_runtime_without_tensorrt(small_model, tmp_path):
-    from deploykit.runtime.base import auto_backend
+    from deploykit.runtime.backends import auto_backend
 
     if dk_trt.trt_status().ok:
         pytest.skip("a GPU and TensorRT are present")

@@ -24,21 +24,23 @@ from pathlib import Path
 from types import ModuleType
 
 from deploykit.errors import DeployKitError
+from deploykit.lazy import lazy_import
 from deploykit.runtime.kernels import sources
 
 OPTIONS = ("--fmad=false", "--std=c++17")  # --fmad=false: round like the host build
 
 
+# cuda-python's NVRTC bindings: cuda.bindings.nvrtc, or cuda.nvrtc before 12.6.
+NVRTC = lazy_import("cuda.bindings.nvrtc", "cuda.nvrtc", what="NVRTC", install="pip install cuda-python (deploykit[gpu])")
+
+
 def nvrtc_module() -> ModuleType:
-    """cuda-python's NVRTC bindings (``cuda.bindings.nvrtc``, or ``cuda.nvrtc`` before 12.6)."""
-    try:
-        from cuda.bindings import nvrtc
-    except ImportError:
-        try:
-            from cuda import nvrtc  # type: ignore[no-redef]
-        except ImportError:
-            raise DeployKitError("NVRTC is not available: pip install cuda-python (deploykit[gpu])") from None
-    return nvrtc
+    """cuda-python's NVRTC bindings.
+
+    Raises:
+        MissingModuleError: cuda-python is not installed (a DeployKitError).
+    """
+    return NVRTC.module()
 
 
 def _check(nvrtc: ModuleType, result: tuple, what: str, prog=None) -> tuple:
