@@ -3,7 +3,8 @@
 This module is light (no torch import) so that the command line can build its
 ``--target-*`` flags from :data:`TARGETS`; the work itself is in
 :mod:`deploykit.train.pipeline`. Extension points are registries, not branches:
-a cost target (``--target-NAME``) is a :data:`TARGETS` entry naming the
+a cost target (``--target-NAME``) is a :data:`TARGETS` entry
+(:mod:`deploykit.select.targets`, re-exported here) naming the
 :class:`~deploykit.graph.costs.Costs` field it bounds; a normalization
 (``--normalize``) is a ``deploykit.select.NORMALIZERS`` entry; a criterion a
 ``deploykit.importance.CRITERIA`` entry; a schedule a
@@ -12,7 +13,6 @@ a cost target (``--target-NAME``) is a :data:`TARGETS` entry naming the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -20,24 +20,9 @@ from pydantic import Field, field_validator, model_validator
 from deploykit.config import StrictConfig
 from deploykit.errors import DeployKitError
 from deploykit.progress import Reporter
-from deploykit.registry import Registry
+from deploykit.select.targets import TARGETS, TargetKind
 
-
-@dataclass(frozen=True)
-class TargetKind:
-    """A cost that ``--target-NAME RATIO`` bounds: ``cost`` is the Costs field, ``what`` names it in help."""
-
-    cost: str
-    what: str
-
-
-TARGETS: Registry[TargetKind] = Registry("target")
-TARGETS.register("macs", TargetKind("macs", "multiply-accumulates"))
-TARGETS.register("params", TargetKind("params", "parameters"))
-TARGETS.register("memory", TargetKind("activation_bytes", "activation memory (bytes every op writes, batch 1)"))
-TARGETS.register("latency", TargetKind("latency_ms", "latency predicted by the per-layer latency table (--lut, else "
-                                                     "measured on ONNX Runtime CPU and cached on first use)"))
-
+__all__ = ["TARGETS", "TargetKind", "CompressConfig", "compress", "check_device", "criteria_names"]
 
 MAX_FINETUNE_EPOCHS = 1000  # --finetune-epochs upper bound
 

@@ -19,14 +19,13 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 
-from deploykit.bench.attach import LATENCY_TARGET
-from deploykit.compression import TARGETS
 from deploykit.errors import DeployKitError
 from deploykit.graph.costs import CostModel, measure
 from deploykit.graph.groups import ModelGraph
 from deploykit.importance.base import Batch, Importance, ScoringContext
 from deploykit.progress import Task
 from deploykit.select import SelectConfig, Target, select_global
+from deploykit.select.targets import LATENCY_COST
 from deploykit.train.distributed import Dist
 from deploykit.train.loop import Trainer
 from deploykit.train.stream import BatchStream
@@ -35,8 +34,6 @@ from deploykit.train.surgery import remove_channels
 
 # A target no model meets: makes selection take chunks past the real targets.
 _NEVER_MET = Target("macs", -1.0)
-# The Costs field a latency target bounds.
-LATENCY_COST = TARGETS.get(LATENCY_TARGET).cost
 
 
 @runtime_checkable

@@ -22,7 +22,8 @@ from deploykit.bench.attach import LATENCY_TARGET, attach_latency, ladders_for, 
 from deploykit.bench.speedup import speedup_warning
 from deploykit.bench.predictor import LatencyModel
 from deploykit.bench.verify import LatencyCheck
-from deploykit.compression import TARGETS, CompressConfig
+from deploykit.compression import CompressConfig
+from deploykit.select.targets import TARGETS
 from deploykit.data import ImageDataset, batches, load_dataset, model_classes
 from deploykit.data.splits import with_split
 from deploykit.errors import DeployKitError
@@ -302,7 +303,7 @@ class _Run:
         if latency is not None and state.pruned_at is None:
             job.latency_check, job.latency_rounds = self._latency_check(latency, reference, graph), cfg.latency_checks
         # The recovery step (e.g. least-squares reconstruction) runs between removal and evaluation.
-        job.on_pruned = lambda j: (self.rs.recover(j, reference), self._on_pruned(j, pre))
+        job.on_pruned = lambda j: (self.rs.recover(j.graph, reference, j.calibration, j.dist.all_reduce), self._on_pruned(j, pre))
         job.save = lambda: self._save(job, base_top1) if cfg.checkpoint_every else None
         # No bar when there is nothing to train (one-shot without fine-tuning).
         bar = rep.task("fine-tuning", total) if total else Reporter().task("fine-tuning", None)
