@@ -2,7 +2,7 @@
 
 This module is light (no torch import) so that the command line can build its
 ``--target-*`` flags from :data:`TARGETS`; the work itself is in
-:mod:`deploykit.train.pipeline`. Extension points are registries, not branches:
+:mod:`deploykit.compress_job.pipeline`. Extension points are registries, not branches:
 a cost target (``--target-NAME``) is a :data:`TARGETS` entry
 (:mod:`deploykit.select.targets`, re-exported here) naming the
 :class:`~deploykit.graph.costs.Costs` field it bounds; a normalization
@@ -159,7 +159,7 @@ def compress(reporter: Reporter | None = None, **kwargs: Any) -> dict[str, Any]:
         DeployKitError: bad input; nothing is written.
     """
     cfg = CompressConfig.parse(**kwargs)
-    from deploykit.train.pipeline import run
+    from deploykit.compress_job.pipeline import run
 
     return run(cfg, reporter or Reporter())
 
