@@ -27,7 +27,8 @@ PATH_SETTINGS = ("out", "model", "weights", "lut", "teacher", "teacher_weights")
 
 def fingerprint(cfg: CompressConfig) -> dict[str, Any]:
     """The settings that determine a run's result (what a resumed run must share)."""
-    settings = cfg.model_dump(exclude=RESUMABLE_CHANGES)
+    # By flat name, as before settings were grouped: checkpoints written then still compare key by key.
+    settings = {k: v for k, v in cfg.flat().items() if k not in RESUMABLE_CHANGES}
     for key in PATH_SETTINGS:
         if settings.get(key) and Path(settings[key]).exists():
             settings[key] = str(Path(settings[key]).resolve())

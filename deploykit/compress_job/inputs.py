@@ -49,24 +49,25 @@ def resolve(cfg: CompressConfig) -> Resolved:
     Raises:
         DeployKitError: an unknown name, or flags that do not go together.
     """
-    criterion = get_criterion(cfg.criterion)
-    normalize = cfg.normalize or criterion.default_normalize
+    criterion = get_criterion(cfg.selection.criterion)
+    normalize = cfg.selection.normalize or criterion.default_normalize
     NORMALIZERS.get(normalize)
-    OPTIMIZERS.get(cfg.optimizer)
-    recover_name = cfg.recover or getattr(criterion, "default_recover", "none")
+    OPTIMIZERS.get(cfg.training.optimizer)
+    recover_name = cfg.selection.recover or getattr(criterion, "default_recover", "none")
     recover = RECOVERIES.get(recover_name)
-    schedule_name = resolve_schedule(criterion, cfg.criterion, cfg.schedule, recover_name)
+    schedule_name = resolve_schedule(criterion, cfg.selection.criterion, cfg.selection.schedule, recover_name)
     schedule = SCHEDULES.get(schedule_name)()
-    targets = [Target(TARGETS.get(name).cost, ratio) for name, ratio in cfg.targets.items()]
+    targets = [Target(TARGETS.get(name).cost, ratio) for name, ratio in cfg.selection.targets.items()]
     if criterion.requires_data and not cfg.data:
-        raise DeployKitError(f"criterion {cfg.criterion!r} needs calibration data: pass --data SPEC")
-    if cfg.finetune_epochs > 0 and not cfg.data:
+        raise DeployKitError(f"criterion {cfg.selection.criterion!r} needs calibration data: pass --data SPEC")
+    if cfg.training.finetune_epochs > 0 and not cfg.data:
         raise DeployKitError("--finetune-epochs needs --data")
-    if schedule.trains_while_pruning and (not cfg.data or cfg.finetune_epochs <= 0):
-        raise DeployKitError(f"--schedule {cfg.schedule} prunes while fine-tuning: pass --data and --finetune-epochs")
-    if (cfg.teacher or cfg.teacher_weights) and not cfg.kd:
+    if schedule.trains_while_pruning and (not cfg.data or cfg.training.finetune_epochs <= 0):
+        raise DeployKitError(f"--schedule {cfg.selection.schedule} prunes while fine-tuning: "
+                             "pass --data and --finetune-epochs")
+    if (cfg.training.teacher or cfg.training.teacher_weights) and not cfg.training.kd:
         raise DeployKitError("--teacher distils: pass --kd with it")
-    if cfg.teacher_weights and not cfg.teacher:
+    if cfg.training.teacher_weights and not cfg.training.teacher:
         raise DeployKitError("--teacher-weights needs --teacher MODEL")
     if recover_name != "none" and not cfg.data:
         raise DeployKitError(f"--recover {recover_name} needs calibration data: pass --data SPEC")
@@ -75,7 +76,7 @@ def resolve(cfg: CompressConfig) -> Resolved:
 
 def check_output(cfg: CompressConfig, out: Path) -> None:
     """A non-empty ``--out`` needs ``--force``; with ``--resume`` our own checkpoints may be there."""
-    if cfg.resume and out.is_dir() and not cfg.force:
+    if cfg.checkpointing.resume and out.is_dir() and not cfg.force:
         other = [p.name for p in out.iterdir() if p.name != CHECKPOINTS]
         if other:
             raise DeployKitError(f"output directory {out} holds more than checkpoints ({other[0]}); pass --force to replace it")
@@ -121,11 +122,11 @@ def reachable(cost_model: CostModel, graph: ModelGraph, sel_cfg: SelectConfig) -
 def teacher(cfg: CompressConfig, shape: tuple[int, ...] | None, student: torch.nn.Module,
             example: torch.Tensor) -> torch.nn.Module:
     """The model ``--kd`` distils from: ``--teacher`` when given, else the unpruned model."""
-    if cfg.teacher is None:
+    if cfg.training.teacher is None:
         return build_model(cfg.model, weights=cfg.weights, input_shape=shape).model.to(cfg.device)
-    model = build_model(cfg.teacher, weights=cfg.teacher_weights, input_shape=shape).model
+    model = build_model(cfg.training.teacher, weights=cfg.training.teacher_weights, input_shape=shape).model
     widths = [model_classes(m, example) for m in (model, student)]
     if widths[0] != widths[1]:
-        raise DeployKitError(f"--teacher {cfg.teacher} has {widths[0]} outputs, the model {widths[1]}: "
+        raise DeployKitError(f"--teacher {cfg.training.teacher} has {widths[0]} outputs, the model {widths[1]}: "
                              "distillation needs the same classes")
     return model.to(cfg.device)

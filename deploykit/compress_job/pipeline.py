@@ -87,14 +87,15 @@ class _Run:
         example = built.example_input()
         graph = ModelGraph(built.traced, example, ignore=cfg.ignore)
         # Input checks before any work: a checkpoint of other settings or another model, a teacher of other classes.
-        ckpt = self.ckpts.latest() if cfg.resume else None
+        ckpt = self.ckpts.latest() if cfg.checkpointing.resume else None
         if ckpt is not None:
             check_resumable(ckpt, cfg)
             check_plan(graph, ckpt)
         train_ds = self.data.train
-        steps_per_epoch = len(train_ds) // cfg.batch_size if train_ds is not None else 0
-        total = max(1, round(cfg.finetune_epochs * steps_per_epoch)) if cfg.finetune_epochs > 0 else 0
-        kd_teacher = teacher(cfg, self.shape, model, example) if cfg.kd and total > 0 else None
+        steps_per_epoch = len(train_ds) // cfg.training.batch_size if train_ds is not None else 0
+        epochs = cfg.training.finetune_epochs
+        total = max(1, round(epochs * steps_per_epoch)) if epochs > 0 else 0
+        kd_teacher = teacher(cfg, self.shape, model, example) if cfg.training.kd and total > 0 else None
         # Every group checks itself on a copy (pruned == masked); the ones that fail are left whole.
         with rep.task("checking every group: pruned equals masked", None):
             verdict = verify.probe(built.traced, example, graph, cfg.ignore, seed=cfg.seed)
@@ -103,14 +104,14 @@ class _Run:
         unpruned = copy.deepcopy(built.traced).cpu().eval()
         cost_model = CostModel(graph)
         # --normalize latency, --target-latency, --round-to auto: predictions from the latency table.
-        latency = attach_latency(cost_model, cfg.model, normalize=self.rs.normalize, targets=cfg.targets,
-                                 round_to=cfg.round_to, lut=cfg.lut, ignore=cfg.ignore, reporter=rep)
+        latency = attach_latency(cost_model, cfg.model, normalize=self.rs.normalize, targets=cfg.selection.targets,
+                                 round_to=cfg.selection.round_to, lut=cfg.latency.lut, ignore=cfg.ignore, reporter=rep)
         base_costs = cost_model.base
-        round_to, ladders = ladders_for(latency, cfg.round_to)
-        sel_cfg = SelectConfig(self.rs.targets, self.rs.normalize, round_to, cfg.max_ratio, ladders=ladders)
-        unrounded = rounding(reachable(cost_model, graph, sel_cfg), graph, cfg.round_to)
+        round_to, ladders = ladders_for(latency, cfg.selection.round_to)
+        sel_cfg = SelectConfig(self.rs.targets, self.rs.normalize, round_to, cfg.selection.max_ratio, ladders=ladders)
+        unrounded = rounding(reachable(cost_model, graph, sel_cfg), graph, cfg.selection.round_to)
 
-        for path, why in self.ckpts.skipped if cfg.resume else []:
+        for path, why in self.ckpts.skipped if cfg.checkpointing.resume else []:
             rep.log(f"not resuming from {path}: {why}")
         if ckpt is not None:
             restore_plan(graph, ckpt)  # rebuild the architecture the checkpoint was taken at
@@ -121,11 +122,14 @@ class _Run:
 
         trainer = stream = None
         if total > 0:
-            tcfg = TrainConfig(epochs=cfg.finetune_epochs, lr=cfg.lr, batch_size=cfg.batch_size, weight_decay=cfg.weight_decay,
-                               optimizer=cfg.optimizer, seed=cfg.seed, augment=self.pre.size[0] >= 32 and self.task.augment,
-                               kd_alpha=cfg.kd_alpha, kd_temperature=cfg.kd_temperature)
+            tr = cfg.training
+            tcfg = TrainConfig(epochs=tr.finetune_epochs, lr=tr.lr, batch_size=tr.batch_size,
+                               weight_decay=tr.weight_decay, optimizer=tr.optimizer, seed=cfg.seed,
+                               augment=self.pre.size[0] >= 32 and self.task.augment,
+                               kd_alpha=tr.kd_alpha, kd_temperature=tr.kd_temperature)
             trainer = Trainer(model, tcfg, kd_teacher, d, cfg.device, task=self.task)
-            stream = BatchStream(train_ds, self.pre, cfg.batch_size, seed=cfg.seed, augment=tcfg.augment, shard=d.shard)
+            stream = BatchStream(train_ds, self.pre, tr.batch_size, seed=cfg.seed, augment=tcfg.augment,
+                                 shard=d.shard)
 
         criterion = self.rs.criterion
         state = PruneState()
@@ -133,13 +137,14 @@ class _Run:
             self.checkpointer.restore(ckpt, model, trainer, criterion)
             state = PruneState.from_dict(ckpt.meta["state"])
 
+        sel = cfg.selection
         job = Job(model=model, graph=graph, cost_model=cost_model, criterion=criterion,
                   scoring=ScoringContext(model, graph, loss_fn=self.task.scoring_loss(model), all_reduce=d.all_reduce),
-                  select=sel_cfg,
-                  comparable=criterion.comparable, dist=d, trainer=trainer, stream=stream, total=total, lr=cfg.lr,
-                  interval=cfg.interval, channels_per_step=cfg.channels_per_step, prune_within=cfg.prune_within,
-                  state=state, calibration=self._calibration, on_pruned=self._pruned, on_step=self._on_step)
-        if cfg.checkpoint_every:
+                  select=sel_cfg, comparable=criterion.comparable, dist=d, trainer=trainer, stream=stream, total=total,
+                  lr=cfg.training.lr, interval=sel.interval, channels_per_step=sel.channels_per_step,
+                  prune_within=sel.prune_within, state=state,
+                  calibration=self._calibration, on_pruned=self._pruned, on_step=self._on_step)
+        if cfg.checkpointing.checkpoint_every:
             job.save = functools.partial(self.checkpointer.save, job, self.base_top1)
         if latency is not None and state.pruned_at is None:
             job.latency = self._latency_aim(latency, graph)
@@ -167,7 +172,7 @@ class _Run:
         report["verification"] = verification(unpruned, example, cfg.ignore, graph, verdict)
         report["seconds"] = round(time.perf_counter() - start, 2)
         if d.main:
-            plan = make_plan(built, graph, criterion=cfg.criterion, ignore=cfg.ignore)
+            plan = make_plan(built, graph, criterion=cfg.selection.criterion, ignore=cfg.ignore)
             owned = self.out.is_dir() and {p.name for p in self.out.iterdir()} <= {CHECKPOINTS}
             save_artifact(self.out, model, plan, report, force=cfg.force or owned)
         d.barrier()
@@ -182,7 +187,7 @@ class _Run:
         """Timing of the pruned model against the unpruned one, when a latency target asks for it
         and this machine can run the table's backend; rank 0 times, the others get its answer."""
         cfg = self.cfg
-        if LATENCY_TARGET not in cfg.targets or cfg.latency_checks == 0:
+        if LATENCY_TARGET not in cfg.selection.targets or cfg.latency.latency_checks == 0:
             return None
         check = LatencyCheck.for_table(latency.lut.key, self._reference(), graph.example_input) if self.d.main else None
         if not self.d.broadcast(check is not None):
@@ -190,16 +195,18 @@ class _Run:
             self.rep.log(f"the latency table was measured with {k.backend} on {k.device}, which this machine cannot "
                          "run: --target-latency is met on the table's prediction, not measured")
             return None
-        return LatencyAim(_BroadcastTiming(check, self.d, self.rep, cfg.targets[LATENCY_TARGET]), rounds=cfg.latency_checks)
+        timing = _BroadcastTiming(check, self.d, self.rep, cfg.selection.targets[LATENCY_TARGET])
+        return LatencyAim(timing, rounds=cfg.latency.latency_checks)
 
     # -- schedule callbacks ----------------------------------------------------------------------
     def _calibration(self) -> Iterator[Batch]:
         """Fresh calibration batches (this process's share)."""
         ds, cfg = self.data.train, self.cfg
         assert ds is not None
-        n = min(cfg.calib_batches, -(-len(ds) // cfg.batch_size))
+        n = min(cfg.selection.calib_batches, -(-len(ds) // cfg.training.batch_size))
         with self.rep.task("calibrating", n) as task:
-            for x, y in batches(ds, self.pre, cfg.batch_size, shuffle=True, seed=cfg.seed, limit=n, shard=self.d.shard):
+            for x, y in batches(ds, self.pre, cfg.training.batch_size, shuffle=True, seed=cfg.seed, limit=n,
+                                shard=self.d.shard):
                 yield x.to(cfg.device), y.to(cfg.device)
                 task.advance()
 
@@ -210,8 +217,9 @@ class _Run:
         stages = self.cfg.evaluate_stages
         if stages:
             job.state.stages["after_pruning"] = self._evaluate_all(job.model)
-        if self.data.train is not None and self.cfg.bn_batches > 0:
-            recalibrate_bn(job.model, self.data.train, self.pre, num_batches=self.cfg.bn_batches, device=self.cfg.device)
+        if self.data.train is not None and self.cfg.training.bn_batches > 0:
+            recalibrate_bn(job.model, self.data.train, self.pre, num_batches=self.cfg.training.bn_batches,
+                           device=self.cfg.device)
             if stages:
                 job.state.stages["after_bn_recalibration"] = self._evaluate_all(job.model)
         r = job.ratios()
@@ -224,7 +232,7 @@ class _Run:
         assert self.bar is not None
         self.bar.advance(1, f"it {job.state.iteration} loss {loss:.3f} MACs {r['macs']:.3f} "
                             f"mem {r['activation_bytes']:.3f} removed {job.removed_channels}")
-        k = self.cfg.checkpoint_every
+        k = self.cfg.checkpointing.checkpoint_every
         if k and job.state.iteration % k == 0:
             job.save()
 

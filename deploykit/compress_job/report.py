@@ -75,14 +75,15 @@ def build_report(cfg: CompressConfig, job: Job, run: RunSummary) -> dict[str, An
     primary = next(iter(run.final), None)  # the primary test split comes first
     prim = evals.get(primary, {}) if primary else {}
     progressive = run.trains_while_pruning
+    tr = cfg.training
     return {
         "model": cfg.model,
         "metric": run.metric,  # what "top1" and "eval" hold: top-1 (classifiers) or mAP@0.5 (detectors)
-        "criterion": cfg.criterion,
+        "criterion": cfg.selection.criterion,
         "normalize": run.normalize,
         "schedule": run.schedule,
         "recover": run.recover,
-        "targets": dict(cfg.targets),
+        "targets": dict(cfg.selection.targets),
         "base": _costs(run.base, prim.get("base")),
         "pruned": _costs(run.pruned, prim.get("final")),
         "ratios": {k: round(v, 4) for k, v in run.pruned.ratio(run.base).items()},
@@ -90,13 +91,13 @@ def build_report(cfg: CompressConfig, job: Job, run: RunSummary) -> dict[str, An
         "top1_after_bn_recalibration": prim.get("after_bn_recalibration"),
         "eval": evals,
         "data": cfg.data,
-        "finetune_epochs": cfg.finetune_epochs,
+        "finetune_epochs": tr.finetune_epochs,
         "iterations": {"budget": run.budget, "pruning": job.state.pruned_at, "done": job.state.iteration},
-        "training": {"batch_size": cfg.batch_size, "lr": cfg.lr, "optimizer": cfg.optimizer, "kd": cfg.kd,
-                     "teacher": cfg.teacher, "kd_alpha": cfg.kd_alpha, "kd_temperature": cfg.kd_temperature, "seed": cfg.seed},
-        "interval": cfg.interval if progressive else None,
-        "channels_per_step": cfg.channels_per_step if progressive else None,
-        "prune_within": cfg.prune_within if progressive else None,
+        "training": {**tr.model_dump(include={"batch_size", "lr", "optimizer", "kd", "teacher", "kd_alpha",
+                                               "kd_temperature"}), "seed": cfg.seed},
+        "interval": cfg.selection.interval if progressive else None,
+        "channels_per_step": cfg.selection.channels_per_step if progressive else None,
+        "prune_within": cfg.selection.prune_within if progressive else None,
         "groups_pruned": len({r[1] for r in job.state.removals}),
         "channels_removed": job.removed_channels,
         "removals": job.state.removals,
