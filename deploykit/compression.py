@@ -2,8 +2,9 @@
 
 This module is light (no torch import) so that the command line can build its
 ``--target-*`` flags from :data:`TARGETS`; the work itself is in
-:mod:`deploykit.train.pipeline`. Extension points are registries, not branches:
-a cost target (``--target-NAME``) is a :data:`TARGETS` entry naming the
+:mod:`deploykit.compress_job.pipeline`. Extension points are registries, not branches:
+a cost target (``--target-NAME``) is a :data:`TARGETS` entry
+(:mod:`deploykit.select.targets`, re-exported here) naming the
 :class:`~deploykit.graph.costs.Costs` field it bounds; a normalization
 (``--normalize``) is a ``deploykit.select.NORMALIZERS`` entry; a criterion a
 ``deploykit.importance.CRITERIA`` entry; a schedule a
@@ -12,7 +13,6 @@ a cost target (``--target-NAME``) is a :data:`TARGETS` entry naming the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -20,24 +20,10 @@ from pydantic import Field, field_validator, model_validator
 from deploykit.config import StrictConfig
 from deploykit.errors import DeployKitError
 from deploykit.progress import Reporter
-from deploykit.registry import Registry
+from deploykit.select.targets import TARGETS, TargetKind
 
-
-@dataclass(frozen=True)
-class TargetKind:
-    """A cost that ``--target-NAME RATIO`` bounds: ``cost`` is the Costs field, ``what`` names it in help."""
-
-    cost: str
-    what: str
-
-
-TARGETS: Registry[TargetKind] = Registry("target")
-TARGETS.register("macs", TargetKind("macs", "multiply-accumulates"))
-TARGETS.register("params", TargetKind("params", "parameters"))
-TARGETS.register("memory", TargetKind("activation_bytes", "activation memory (bytes every op writes, batch 1)"))
-TARGETS.register("latency", TargetKind("latency_ms", "latency predicted by the per-layer latency table (--lut, else "
-                                                     "measured on ONNX Runtime CPU and cached on first use)"))
-
+__all__ = ["TARGETS", "TargetKind", "CompressConfig", "SelectionSettings", "TrainingSettings", "LatencySettings",
+           "CheckpointSettings", "compress", "check_device", "criteria_names"]
 
 MAX_FINETUNE_EPOCHS = 1000  # --finetune-epochs upper bound
 
@@ -65,69 +51,25 @@ def check_device(device: str) -> str:
     return device
 
 
-class CompressConfig(StrictConfig):
-    """Settings of one compress run (the CLI flags, by name).
+class SelectionSettings(StrictConfig):
+    """What goes: the cost targets, and how channels are scored, ranked, rounded and scheduled.
 
-    Targets are given as ``target_NAME=RATIO`` for every NAME in :data:`TARGETS`
-    (``target_macs=0.5``) or as ``targets={"macs": 0.5}``; all must be met.
+    Targets are ``{NAME: RATIO}`` for names in :data:`TARGETS`; all must be met.
     """
 
-    model: str
-    out: str
     targets: dict[str, float] = {}
     criterion: str = "fisher"
     normalize: str | None = None
     round_to: int | Literal["auto"] = 8
-    lut: str | None = None
-    latency_checks: int = Field(3, ge=0)
     max_ratio: float = Field(0.9, gt=0, lt=1, allow_inf_nan=False)
     schedule: str = "oneshot"
     recover: str | None = None
     interval: int = Field(10, ge=1)
     channels_per_step: int = Field(1, ge=1)
     prune_within: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)
-    data: str | None = None
-    eval_data: list[str] = []
     calib_batches: int = Field(8, ge=1)
-    batch_size: int = Field(64, ge=1)
-    # Floats are finite (inf epochs overflowed in the schedule, nan passed every bound) and
-    # the budget is bounded: more than MAX_FINETUNE_EPOCHS is a typo, not a plan.
-    finetune_epochs: float = Field(0.0, ge=0, le=MAX_FINETUNE_EPOCHS, allow_inf_nan=False)
-    lr: float = Field(0.01, gt=0, allow_inf_nan=False)
-    optimizer: str = "sgd"
-    weight_decay: float = Field(5e-4, ge=0, allow_inf_nan=False)
-    kd: bool = False
-    teacher: str | None = None
-    teacher_weights: str | None = None
-    kd_alpha: float = Field(0.5, ge=0, le=1, allow_inf_nan=False)
-    kd_temperature: float = Field(4.0, gt=0, allow_inf_nan=False)
-    bn_batches: int = Field(20, ge=0)
-    checkpoint_every: int = Field(0, ge=0)
-    resume: bool = False
-    device: str = "cpu"
-    weights: str | None = None
-    input_shape: str | None = None
-    ignore: list[str] = []
-    seed: int = 0
-    force: bool = False
-    evaluate_base: bool = True
-    evaluate_stages: bool = True  # top-1 after pruning and after BN recalibration (costs time, changes nothing)
 
     FLAG_OF_KEY: ClassVar[dict[str, str]] = {"targets": "target-{}"}
-
-    @model_validator(mode="before")
-    @classmethod
-    def _collect_targets(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        data = dict(data)
-        targets = dict(data.pop("targets", None) or {})
-        for key in [k for k in data if k.startswith("target_")]:
-            value = data.pop(key)
-            if value is not None:
-                targets[key[len("target_"):]] = value
-        data["targets"] = targets
-        return data
 
     @field_validator("targets")
     @classmethod
@@ -156,10 +98,109 @@ class CompressConfig(StrictConfig):
             raise DeployKitError(f"--round-to {v!r}: give a positive integer or auto")
         return k
 
+
+class LatencySettings(StrictConfig):
+    """The latency table and how often a latency target is checked by timing."""
+
+    lut: str | None = None
+    latency_checks: int = Field(3, ge=0)
+
+
+class TrainingSettings(StrictConfig):
+    """Fine-tuning, distillation and BatchNorm recalibration."""
+
+    batch_size: int = Field(64, ge=1)
+    # Floats are finite (inf epochs overflowed in the schedule, nan passed every bound) and
+    # the budget is bounded: more than MAX_FINETUNE_EPOCHS is a typo, not a plan.
+    finetune_epochs: float = Field(0.0, ge=0, le=MAX_FINETUNE_EPOCHS, allow_inf_nan=False)
+    lr: float = Field(0.01, gt=0, allow_inf_nan=False)
+    optimizer: str = "sgd"
+    weight_decay: float = Field(5e-4, ge=0, allow_inf_nan=False)
+    kd: bool = False
+    teacher: str | None = None
+    teacher_weights: str | None = None
+    kd_alpha: float = Field(0.5, ge=0, le=1, allow_inf_nan=False)
+    kd_temperature: float = Field(4.0, gt=0, allow_inf_nan=False)
+    bn_batches: int = Field(20, ge=0)
+
+
+class CheckpointSettings(StrictConfig):
+    """Writing checkpoints, and resuming from them."""
+
+    checkpoint_every: int = Field(0, ge=0)
+    resume: bool = False
+
+
+# The groups of CompressConfig, in order: the field holding each, and its settings class.
+_GROUPS: dict[str, type[StrictConfig]] = {"selection": SelectionSettings, "latency": LatencySettings,
+                                          "training": TrainingSettings, "checkpointing": CheckpointSettings}
+# The group of every grouped setting, by its flat name (the CLI flag's).
+_GROUP_OF: dict[str, str] = {name: group for group, cls in _GROUPS.items() for name in cls.model_fields}
+
+
+class CompressConfig(StrictConfig):
+    """Settings of one compress run, grouped by concern (the way timm's ``PretrainedCfg`` groups its own).
+
+    Given flat, by the CLI flags' names (``lr=0.02``, ``target_macs=0.5``, ``round_to=8``), each
+    setting lands in its group (``training.lr``, ``selection.targets``, ``selection.round_to``);
+    groups may also be given whole (``training={"lr": 0.02}``). Flat names still read:
+    ``cfg.lr`` is ``cfg.training.lr``. Targets are given as ``target_NAME=RATIO`` for every NAME
+    in :data:`TARGETS` (``target_macs=0.5``) or as ``targets={"macs": 0.5}``; all must be met.
+    """
+
+    model: str
+    out: str
+    selection: SelectionSettings = SelectionSettings()
+    latency: LatencySettings = LatencySettings()
+    data: str | None = None
+    eval_data: list[str] = []
+    training: TrainingSettings = TrainingSettings()
+    checkpointing: CheckpointSettings = CheckpointSettings()
+    device: str = "cpu"
+    weights: str | None = None
+    input_shape: str | None = None
+    ignore: list[str] = []
+    seed: int = 0
+    force: bool = False
+    evaluate_base: bool = True
+    evaluate_stages: bool = True  # top-1 after pruning and after BN recalibration (costs time, changes nothing)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _group_flat_settings(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        groups = {g: dict(data.pop(g, None) or {}) for g in _GROUPS}
+        targets = dict(groups["selection"].pop("targets", None) or {})
+        targets.update(data.pop("targets", None) or {})
+        for key in [k for k in data if k.startswith("target_")]:
+            value = data.pop(key)
+            if value is not None:
+                targets[key[len("target_"):]] = value
+        for key in [k for k in data if k in _GROUP_OF]:
+            groups[_GROUP_OF[key]][key] = data.pop(key)
+        groups["selection"]["targets"] = targets  # always validated: no target at all is an error
+        return {**data, **groups}
+
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
         return check_device(v)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for names that are not attributes: the flat names of grouped settings.
+        group = _GROUP_OF.get(name)
+        if group is None:
+            return super().__getattr__(name)
+        return getattr(getattr(self, group), name)
+
+    def flat(self) -> dict[str, Any]:
+        """Every setting by its flat name (as the CLI flags and checkpoints name them)."""
+        settings = self.model_dump(exclude=set(_GROUPS))
+        for group in _GROUPS:
+            settings.update(getattr(self, group).model_dump())
+        return settings
 
 
 def compress(reporter: Reporter | None = None, **kwargs: Any) -> dict[str, Any]:
@@ -174,7 +215,7 @@ def compress(reporter: Reporter | None = None, **kwargs: Any) -> dict[str, Any]:
         DeployKitError: bad input; nothing is written.
     """
     cfg = CompressConfig.parse(**kwargs)
-    from deploykit.train.pipeline import run
+    from deploykit.compress_job.pipeline import run
 
     return run(cfg, reporter or Reporter())
 

@@ -38,13 +38,27 @@ class StrictConfig(BaseModel):
         except ValidationError as e:
             err = e.errors()[0]
             loc = err["loc"]
-            if loc and isinstance(loc[0], str) and loc[0] in cls.model_fields:
+            flag = cls.flag_of(loc)
+            if flag is not None:
                 # Settings are the command line's flags by name: say it the way the user typed it.
-                flag = cls.FLAG_OF_KEY.get(loc[0], "").format(*loc[1:]) or loc[0].replace("_", "-")
                 where = f"--{flag} {echo(err.get('input'))}"
             else:
                 where = ".".join(str(p) for p in loc) or cls.__name__
             raise DeployKitError(one_line(f"{where}: {_message(err)}")) from None
+
+    @classmethod
+    def flag_of(cls, loc: tuple[Any, ...]) -> str | None:
+        """The command-line flag (without ``--``) of the setting at ``loc``, a validation error's location.
+
+        A group of settings (a StrictConfig field) is looked into: its settings are flags too.
+        None when ``loc`` names no setting.
+        """
+        if not loc or not isinstance(loc[0], str) or loc[0] not in cls.model_fields:
+            return None
+        group = cls.model_fields[loc[0]].annotation
+        if len(loc) > 1 and isinstance(group, type) and issubclass(group, StrictConfig):
+            return group.flag_of(loc[1:])
+        return cls.FLAG_OF_KEY.get(loc[0], "").format(*loc[1:]) or loc[0].replace("_", "-")
 
 
 class StrictDocument(BaseModel):

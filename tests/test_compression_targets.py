@@ -109,7 +109,7 @@ def test_bad_schedule_options(extra, message, tmp_path, capsys):
 
 def test_resume_with_other_options_is_refused_and_touches_nothing(tmp_path, capsys):
     from deploykit.train.checkpoint import CheckpointDir
-    from deploykit.train.pipeline import fingerprint
+    from deploykit.compress_job.checkpointing import fingerprint
 
     out = tmp_path / "out"
     old = CompressConfig.parse(model="cifar:resnet20", out=str(out), target_macs=0.5, criterion="l1", lr=0.02)

@@ -19,8 +19,7 @@ stability; biases, where the layer has one, are refit with the weights.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -31,9 +30,6 @@ from deploykit.importance.features import sample_rows, weighted_consumer
 from deploykit.importance.masks import Batch, device_of
 from deploykit.prune.survivors import surviving
 from deploykit.registry import Registry
-
-if TYPE_CHECKING:
-    from deploykit.train.job import Job
 
 
 class _Stop(Exception):
@@ -158,20 +154,27 @@ def reconstruct(
     return done
 
 
-Recovery = Callable[["Job", Callable[[], nn.Module]], None]
+# A recovery step: (the pruned graph, a builder of the unpruned reference, fresh calibration batches
+# or None without data, the sum over processes) -> None; it changes the graph's model in place.
+Recovery = Callable[[ModelGraph, Callable[[], nn.Module], "Callable[[], Iterable[Batch]] | None",
+                     Callable[[torch.Tensor], torch.Tensor]], None]
 RECOVERIES: Registry[Recovery] = Registry("recovery")
 
 
 @RECOVERIES.register("none")
-def _no_recovery(job: Job, reference: Callable[[], nn.Module]) -> None:
+def _no_recovery(graph: ModelGraph, reference: Callable[[], nn.Module],
+                 calibration: Callable[[], Iterable[Batch]] | None,
+                 all_reduce: Callable[[torch.Tensor], torch.Tensor]) -> None:
     """Nothing between removal and BatchNorm recalibration."""
 
 
 @RECOVERIES.register("reconstruct")
-def reconstruct_job(job: Job, reference: Callable[[], nn.Module], batches: int = 4) -> None:
-    """Reconstruct ``job``'s consumer layers against the unpruned model on calibration batches."""
-    if job.calibration is None:
+def reconstruct_pruned(graph: ModelGraph, reference: Callable[[], nn.Module],
+                       calibration: Callable[[], Iterable[Batch]] | None,
+                       all_reduce: Callable[[torch.Tensor], torch.Tensor], batches: int = 4) -> None:
+    """Reconstruct ``graph.model``'s consumer layers against the unpruned model on calibration batches."""
+    if calibration is None:
         raise DeployKitError("--recover reconstruct needs calibration data: pass --data SPEC")
-    calib = list(itertools.islice(job.calibration(), batches))
-    ref = reference().to(device_of(job.model))
-    reconstruct(job.graph, ref, calib, all_reduce=job.dist.all_reduce)
+    calib = list(itertools.islice(calibration(), batches))
+    ref = reference().to(device_of(graph.model))
+    reconstruct(graph, ref, calib, all_reduce=all_reduce)

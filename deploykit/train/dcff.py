@@ -37,10 +37,9 @@ from deploykit.importance.base import score_groups
 from deploykit.importance.dcff import DCFFImportance, fuse, kl_scores, producers, proxies
 from deploykit.prune.survivors import surviving
 from deploykit.select import select_global
-from deploykit.train.job import Job
+from deploykit.train.job import Job, apply_removal
 from deploykit.train.loop import cosine_lr, make_optimizer
 from deploykit.train.schedules import SCHEDULES
-from deploykit.train.search import apply_removal
 
 
 def _fusable(mod: nn.Module) -> bool:
@@ -190,7 +189,7 @@ class DCFFSchedule:
         sel = select_global(job.cost_model, scores, job.select, comparable=crit.comparable)
         fusion = Fusion.install(job, sel.remove, t0)
         crit.fusion = fusion  # the training step enters crit.observe(), which routes through the fusion
-        job.latency_check = None  # the fusion is built for this removal: no further removal after timing
+        job.latency = None  # the fusion is built for this removal: no further removal after timing
         job.pruning_done()
         every = max(1, job.total // crit.updates)
         while job.state.iteration < job.total:

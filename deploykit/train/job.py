@@ -12,21 +12,21 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
 
-from deploykit.bench.attach import LATENCY_TARGET
-from deploykit.compression import TARGETS
 from deploykit.errors import DeployKitError
 from deploykit.graph.costs import CostModel, measure
 from deploykit.graph.groups import ModelGraph
 from deploykit.importance.base import Batch, Importance, ScoringContext
 from deploykit.progress import Task
 from deploykit.select import SelectConfig, Target, select_global
+from deploykit.select.latency_aim import LatencyAim
+from deploykit.select.targets import LATENCY_COST
 from deploykit.train.distributed import Dist
 from deploykit.train.loop import Trainer
 from deploykit.train.stream import BatchStream
@@ -35,8 +35,6 @@ from deploykit.train.surgery import remove_channels
 
 # A target no model meets: makes selection take chunks past the real targets.
 _NEVER_MET = Target("macs", -1.0)
-# The Costs field a latency target bounds.
-LATENCY_COST = TARGETS.get(LATENCY_TARGET).cost
 
 
 @runtime_checkable
@@ -100,9 +98,8 @@ class Job:
         on_pruned: called once when the targets are met (evaluation, BN recalibration).
         on_step: called after every iteration's work (progress, checkpoints when due).
         save: writes a checkpoint now (when checkpointing is on).
-        latency_check: the measured latency ratio of a model to the base (rank 0 calls it);
+        latency: when and how a latency target is checked by timing (it re-aims :attr:`select`);
             None: a latency target is met on the table's prediction alone.
-        latency_rounds: how many times to prune further when the measurement misses the target.
     """
 
     model: nn.Module
@@ -126,8 +123,7 @@ class Job:
     save: Callable[[], None] = lambda: None
     state: PruneState = field(default_factory=PruneState)
     task: Task | None = None
-    latency_check: Callable[[nn.Module], float] | None = None
-    latency_rounds: int = 3
+    latency: LatencyAim | None = None
 
     # -- costs -----------------------------------------------------------------------------------
     def ratios(self) -> dict[str, float]:
@@ -155,16 +151,7 @@ class Job:
         if beyond_targets:
             cfg = replace(cfg, targets=[_NEVER_MET])
         sel = select_global(self.cost_model, scores, cfg, comparable=self.comparable)
-        removal = self.dist.broadcast(sel.remove)
-        if not removal:
-            return 0
-        optimizer = self.trainer.optimizer if self.trainer is not None else None
-        n = remove_channels(self.graph, removal, optimizer)
-        if self.trainer is not None:
-            self.trainer.model_changed()
-        for gid, idxs in removal.items():
-            self.state.removals.append([self.state.iteration, gid, list(idxs)])
-        return n
+        return apply_removal(self, sel.remove)
 
     def measured_met(self) -> bool:
         """Whether the model, measured by a forward pass, meets every target."""
@@ -204,55 +191,30 @@ class Job:
                 )
 
     def latency_missed(self) -> bool:
-        """Time the model against the base; on a miss of the latency target, aim the prediction lower.
+        """Time the model against the base once the predicted costs meet the targets (see
+        :class:`~deploykit.select.latency_aim.LatencyAim`); on a miss, aim the selection lower.
 
-        Call it when the predicted costs meet the targets. The table's error on a whole
-        network is mostly a factor (ops it does not model shrink slower than the layers it
-        does), so a miss sets the latency target of the selection to ``predicted × target /
-        measured``: the schedule then removes more, as it removes anything (the one-shot
-        scores, or progressively while training), and calls this again. True means "prune
-        on"; False means the target is met, or :attr:`latency_rounds` aims are spent, or
-        there is nothing to check. Every timing is in :attr:`PruneState.latency_checks`; a
-        model that still misses after the last round is kept and the report says by how much.
+        True means "prune on": the schedule then removes more, as it removes anything, and
+        calls this again. False: met, the rounds are spent, or there is nothing to check.
         """
-        checks = self.state.latency_checks
-        if not self._latency_checkable() or (checks and checks[-1]["aim"] is None):
-            return False  # nothing to check, or concluded (the last timing aimed at nothing further)
-        rounds = sum(1 for c in checks if c["why"] == "met")
-        return self._time_and_aim("met", final=rounds >= self.latency_rounds)
-
-    def reaim_latency(self, step: float = 0.1) -> None:
-        """While pruning gradually: time the model each time its predicted latency has fallen by
-        another ``step`` of the base, and aim the prediction where the measurement puts the target,
-        so that the miss left when the prediction is met (removed in one go) is small."""
-        if not self._latency_checkable():
-            return
-        predicted = self.ratios().get(LATENCY_COST)
-        last = min((c["predicted"] for c in self.state.latency_checks if c["predicted"] is not None), default=1.0)
-        if predicted is not None and predicted <= last - step:
-            self._time_and_aim("progress", final=False)
-
-    def _latency_checkable(self) -> bool:
-        return self.latency_check is not None and any(t.kind == LATENCY_COST for t in self.select.targets)
-
-    def _time_and_aim(self, why: str, final: bool) -> bool:
-        """Time the model, record it, and aim the latency target; True when the aim moved below the
-        prediction (more must go)."""
-        checks = self.state.latency_checks
-        target = next(t for t in self.select.targets if t.kind == LATENCY_COST)
-        goal = float(checks[0]["target"]) if checks else target.ratio  # the user's, not an aim
-        predicted = self.ratios().get(LATENCY_COST)
-        measured = float(self.dist.broadcast(self.latency_check(self.graph.model) if self.dist.main else None))
-        check: dict[str, Any] = {"iteration": self.state.iteration, "why": why, "target": goal,
-                                 "predicted": None if predicted is None else round(predicted, 4), "measured": round(measured, 4), "aim": None}
-        checks.append(check)
-        if predicted is None or final or (why == "met" and measured <= goal):
+        if self.latency is None:
             return False
-        aim = min(goal, predicted * goal / measured)  # never above the user's target
-        check["aim"] = round(aim, 4)
-        self.select = replace(self.select, targets=[replace(t, ratio=aim) if t.kind == LATENCY_COST else t
-                                                    for t in self.select.targets])
-        return why == "met"
+        aimed = self.latency.when_met(self.select, self.ratios().get(LATENCY_COST), self.graph.model,
+                                      self.state.latency_checks, self.state.iteration)
+        if aimed is None:
+            return False
+        self.select = aimed
+        return True
+
+    def reaim_latency(self) -> None:
+        """While pruning gradually: time the model now and then and aim the selection where the
+        measurement puts the latency target (:meth:`LatencyAim.on_the_way`)."""
+        if self.latency is None:
+            return
+        aimed = self.latency.on_the_way(self.select, self.ratios().get(LATENCY_COST), self.graph.model,
+                                        self.state.latency_checks, self.state.iteration)
+        if aimed is not None:
+            self.select = aimed
 
     @property
     def removed_channels(self) -> int:
@@ -287,3 +249,21 @@ class Job:
         while self.state.iteration < self.total:
             loss = self.train_step(lr_at(self.state.iteration))
             self.on_step(self, loss)
+
+
+def apply_removal(job: Job, removal: Mapping[str, Sequence[int]]) -> int:
+    """Remove exactly ``removal`` from ``job`` (rank 0's, on every process) and record it in ``job.state``.
+
+    The one way channels leave a job: :meth:`Job.remove` after its selection, and the
+    schedules whose criterion chooses the channels itself. Returns the channels removed.
+    """
+    removal = job.dist.broadcast({gid: list(idxs) for gid, idxs in removal.items() if idxs})
+    if not removal:
+        return 0
+    optimizer = job.trainer.optimizer if job.trainer is not None else None
+    n = remove_channels(job.graph, removal, optimizer)
+    if job.trainer is not None:
+        job.trainer.model_changed()
+    for gid, idxs in removal.items():
+        job.state.removals.append([job.state.iteration, gid, list(idxs)])
+    return n

@@ -16,7 +16,7 @@ no fine-tuning left.
 A latency target is met by measurement where the table's backend runs here: one-shot
 times the pruned model and removes more of its own ranking on a miss; progressive also
 times it on the way (every 0.1 of predicted latency) and re-aims the prediction, so the
-correction left at the end is small (see :meth:`Job.latency_missed`).
+correction left at the end is small (see :meth:`Job.latency_missed` and :class:`~deploykit.select.latency_aim.LatencyAim`).
 
 A schedule is a small class with ``run(job)``; register new ones in :data:`SCHEDULES`.
 """

@@ -9,15 +9,13 @@ when the user left ``--schedule`` at its default.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from deploykit.errors import DeployKitError
 from deploykit.importance.base import CRITERIA, Importance
-from deploykit.train.job import Job
+from deploykit.train.job import Job, apply_removal
 from deploykit.train.loop import cosine_lr
 from deploykit.train.schedules import SCHEDULES
-from deploykit.train.surgery import remove_channels
 
 DEFAULT_SCHEDULE = "oneshot"
 
@@ -49,20 +47,6 @@ def resolve_schedule(criterion: Importance, criterion_name: str, requested: str,
         raise DeployKitError(f"--recover {recover} does not combine with criterion dcff (its filters are fused while "
                              "training); use --recover none")
     return own
-
-
-def apply_removal(job: Job, removal: Mapping[str, Sequence[int]]) -> int:
-    """Remove exactly ``removal`` (rank 0's, on every process); record it like :meth:`Job.remove`."""
-    removal = job.dist.broadcast({gid: list(idxs) for gid, idxs in removal.items() if idxs})
-    if not removal:
-        return 0
-    optimizer = job.trainer.optimizer if job.trainer is not None else None
-    n = remove_channels(job.graph, removal, optimizer)
-    if job.trainer is not None:
-        job.trainer.model_changed()
-    for gid, idxs in removal.items():
-        job.state.removals.append([job.state.iteration, gid, list(idxs)])
-    return n
 
 
 @SCHEDULES.register("search")
