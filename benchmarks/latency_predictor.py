@@ -33,10 +33,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from deploykit.bench.machine import load_average, machine  # noqa: E402
-from deploykit.bench.predictor import LatencyModel  # noqa: E402
-from deploykit.bench.profile import ProfileConfig, load_or_profile  # noqa: E402
-from deploykit.bench.timers import TimingConfig, get_timer  # noqa: E402
-from deploykit.bench.variants import prune_to_widths, random_widths  # noqa: E402
+from deploykit.bench.latency_table.predictor import LatencyModel  # noqa: E402
+from deploykit.bench.latency_table.profile import ProfileConfig, load_or_profile  # noqa: E402
+from deploykit.bench.latency_table.timers import TimingConfig, get_timer  # noqa: E402
+from deploykit.bench.latency_table.variants import prune_to_widths, random_widths  # noqa: E402
 from deploykit.graph.costs import CostModel, measure  # noqa: E402
 from deploykit.graph.groups import ModelGraph  # noqa: E402
 from deploykit.progress import RichReporter  # noqa: E402

@@ -33,7 +33,7 @@ def _table(results, show_threads: bool = False, show_memory: bool = False) -> st
 
 
 def _import(import_path: Path, json_path: Path | None) -> None:
-    from deploykit.bench.imported import read_results
+    from deploykit.bench.bundle_results import read_results
 
     doc = read_results(import_path)
     results = doc.latency_results()

@@ -21,7 +21,7 @@ grid of (input, output) channel counts fitted monotone, and a calibration of the
 variants timed end to end. The table is cached, keyed by model, backend, device, precision, batch and threads
 (compress reuses it); --out also writes it to a file for --lut.\n\n{MODEL_HELP}""")
 @click.argument("model")
-@backend_option("deploykit.bench.timers:TIMERS", "Where to measure", default="ort")
+@backend_option("deploykit.bench.latency_table.timers:TIMERS", "Where to measure", default="ort")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write the table here (for --lut).")
 @click.option("--batch", default=1, show_default=True, type=click.IntRange(min=1), help="Batch size of every measurement.")
 @threads_option(sweep=False)
@@ -43,8 +43,8 @@ def profile(model: str, backend: str, out_path: Path | None, batch: int, threads
             input_shape: str | None, trust_factory: bool, ignore: tuple[str, ...], json_path: Path | None) -> None:
     """Measure a latency table."""
     from deploykit.atomic import check_writable
-    from deploykit.bench.profile import ProfileConfig, load_or_profile
-    from deploykit.bench.timers import TimingConfig, get_timer
+    from deploykit.bench.latency_table.profile import ProfileConfig, load_or_profile
+    from deploykit.bench.latency_table.timers import TimingConfig, get_timer
     from deploykit.graph.costs import CostModel
     from deploykit.graph.groups import ModelGraph
     from deploykit.progress import RichReporter
@@ -74,7 +74,7 @@ def profile(model: str, backend: str, out_path: Path | None, batch: int, threads
         f"+ {cal.ms_per_mb:.4f} ms/MB activations + {cal.ms_per_weight_mb:.4f} ms/MB weights); "
         f"base measured {lut.base_ms:.3f} ms")
     out(table(["calibration variant", "measured ms", "predicted ms"], [[p.variant, p.measured_ms, p.predicted_ms] for p in cal.points]))
-    from deploykit.bench.lut import cache_path
+    from deploykit.bench.latency_table.file import cache_path
 
     where = cache_path(lut.key)
     out(f"table {'measured' if source == 'measured' else 'from the cache'}: {where}")

@@ -17,10 +17,10 @@ from typing import Any
 
 import torch
 
-from deploykit.bench.attach import LATENCY_TARGET, attach_latency, ladders_for, latency_report
-from deploykit.bench.predictor import LatencyModel
-from deploykit.bench.speedup import speedup_warning
-from deploykit.bench.verify import LatencyCheck
+from deploykit.bench.latency_check import LatencyCheck
+from deploykit.bench.latency_table.cost_model import LATENCY_TARGET, attach_latency, ladders_for, latency_report
+from deploykit.bench.latency_table.predictor import LatencyModel
+from deploykit.bench.speedup_warning import speedup_warning
 from deploykit.compress_job.checkpointing import Checkpointer, check_resumable
 from deploykit.compress_job.inputs import CHECKPOINTS, Data, Resolved, check_output, reachable, resolve, teacher
 from deploykit.compress_job.report import RunSummary, build_report, rounding, verification

@@ -49,7 +49,7 @@ class Costs:
 
 
 class LatencyHook(Protocol):
-    """Predicts latency from group widths (``deploykit.bench.predictor.LatencyModel``)."""
+    """Predicts latency from group widths (``deploykit.bench.latency_table.predictor.LatencyModel``)."""
 
     def predict(self, w: list[int] | None = None) -> float: ...
 

@@ -2,7 +2,7 @@
 
 The benchmark, the evaluation, the Engine and the CLI's ``--backend`` open runners
 through :data:`BACKENDS`; the latency tables find their timers in the same records (the
-bench layer registers them there, see :mod:`deploykit.bench.timers`). A record names its
+bench layer registers them there, see :mod:`deploykit.bench.latency_table.timers`). A record names its
 runner as ``"module:Class"`` so that naming one backend imports only that one.
 """
 
@@ -29,7 +29,7 @@ class Backend:
         runner_threads: the runner takes ``threads=`` (a per-session setting).
         thread_scope: ``"module:function"`` of a context manager that sets a process-wide thread
             count around calls (PyTorch's), for runners that take none themselves.
-        timer: its latency timer class (:class:`deploykit.bench.timers.Timer`), registered by
+        timer: its latency timer class (:class:`deploykit.bench.latency_table.timers.Timer`), registered by
             the bench layer above this one; None where layers are not timed.
     """
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from deploykit.bench.profile import ProfileConfig, Profiler
+from deploykit.bench.latency_table.profile import ProfileConfig, Profiler
 from deploykit.graph.costs import CostModel
 from deploykit.graph.groups import ModelGraph
 from deploykit.zoo import build_model

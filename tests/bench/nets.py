@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deploykit.bench.layers import LayerOp, record_calls
-from deploykit.bench.timers import TIMERS, Timer, register_timer
+from deploykit.bench.latency_table.layers import LayerOp, record_calls
+from deploykit.bench.latency_table.timers import TIMERS, Timer, register_timer
 from deploykit.graph.costs import measure
 
 INPUT_SHAPE = (1, 3, 16, 16)

@@ -7,14 +7,14 @@ import json
 
 import pytest
 
-from deploykit.bench.lut import read_lut
+from deploykit.bench.latency_table.file import read_lut
 from deploykit.cli.main import main as cli
 from tests.bench.conftest import SPEC
 
 
 @pytest.fixture(scope="module")
 def two_onnx(tmp_path_factory):
-    from deploykit.bench.variants import prune_to_widths
+    from deploykit.bench.latency_table.variants import prune_to_widths
     from deploykit.export.onnx import export_onnx
     from deploykit.zoo import build_model
 

@@ -8,8 +8,8 @@ import json
 import pytest
 import torch
 
-from deploykit.bench.attach import ladders_for, wants_latency
-from deploykit.bench.predictor import LatencyModel
+from deploykit.bench.latency_table.cost_model import ladders_for, wants_latency
+from deploykit.bench.latency_table.predictor import LatencyModel
 from deploykit.compression import TARGETS, CompressConfig
 from deploykit.errors import DeployKitError
 from deploykit.select import NORMALIZERS, SelectConfig, Target, select_global
@@ -156,8 +156,8 @@ def test_latency_checks_stop_after_the_rounds_given(tmp_path, smooth_lut, monkey
 
 
 def test_latency_check_needs_the_tables_backend_and_device(smooth_lut):
-    from deploykit.bench.verify import LatencyCheck
-    from deploykit.bench.variants import prune_to_widths
+    from deploykit.bench.latency_check import LatencyCheck
+    from deploykit.bench.latency_table.variants import prune_to_widths
     from deploykit.zoo import build_model
 
     built = build_model(SPEC)
@@ -192,7 +192,7 @@ def test_cli_prints_the_measured_latency_ratio(tmp_path, smooth_lut, monkeypatch
 def test_progressive_pruning_times_the_model_on_the_way_and_meets_the_measured_target(tmp_path, monkeypatch,
                                                                                        digits_model):
     import deploykit
-    from deploykit.bench.profile import Profiler
+    from deploykit.bench.latency_table.profile import Profiler
     from deploykit.graph.costs import CostModel
     from deploykit.graph.groups import ModelGraph
     from tests.bench.conftest import fake_config

@@ -16,7 +16,7 @@ from deploykit.cli.main import main
 @pytest.mark.parametrize("command, registry", [
     ("bench", "deploykit.runtime.backends:RUNNERS"),
     ("eval", "deploykit.runtime.backends:RUNNERS"),
-    ("profile", "deploykit.bench.timers:TIMERS"),
+    ("profile", "deploykit.bench.latency_table.timers:TIMERS"),
 ])
 def test_backend_help_lists_the_commands_registry(command, registry, capsys):
     import importlib

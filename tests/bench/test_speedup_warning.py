@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from deploykit.bench.speedup import efficiency, misaligned, speedup_warning
+from deploykit.bench.speedup_warning import efficiency, misaligned, speedup_warning
 from deploykit.cli.main import main
 
 

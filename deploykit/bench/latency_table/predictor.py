@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from deploykit.bench.lut import Lut
+from deploykit.bench.latency_table.file import Lut
 from deploykit.errors import DeployKitError
 from deploykit.graph.costs import CostModel
 

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from deploykit.bench.latency import interleaved
-from deploykit.bench.layers import LayerOp, input_shape, onnx_model, torch_module
+from deploykit.bench.latency_table.layers import LayerOp, input_shape, onnx_model, torch_module
 from deploykit.bench.machine import cpu_name
 from deploykit.errors import DeployKitError
 from deploykit.export.onnx import onnx_bytes

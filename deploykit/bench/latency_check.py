@@ -19,8 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from deploykit.bench.lut import LutKey
-from deploykit.bench.timers import TIMERS, Timer, TimingConfig, get_timer
+from deploykit.bench.latency_table.file import LutKey
+from deploykit.bench.latency_table.timers import TIMERS, Timer, TimingConfig, get_timer
 from deploykit.progress import Task
 
 

@@ -2,8 +2,8 @@
 
 1. **Scan** (cliffs): for every prunable group, the group's layers are timed at each
    width from the full width down by ``scan`` channels (one atom at a time), the other
-   groups whole; :func:`~deploykit.bench.fit.find_steps` finds the cliffs, their period
-   and the slow widths, and :func:`~deploykit.bench.fit.ladder` extends them to the
+   groups whole; :func:`~deploykit.bench.latency_table.fit.find_steps` finds the cliffs, their period
+   and the slow widths, and :func:`~deploykit.bench.latency_table.fit.ladder` extends them to the
    widths at the low side of every step down to the smallest width pruning may leave.
 2. **Tables**: every call of every convolution and linear layer is timed on a grid of
    (input, output) channel counts spanning what pruning can make of it (grid points on
@@ -32,9 +32,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from deploykit.bench.fit import find_steps, ladder, monotone2d
-from deploykit.bench.layers import LayerCall, LayerOp, record_calls
-from deploykit.bench.lut import (
+from deploykit.bench.latency_table.file import (
     Calibration,
     CalibrationPoint,
     GroupCurve,
@@ -47,10 +45,12 @@ from deploykit.bench.lut import (
     points_path,
     read_lut,
 )
+from deploykit.bench.latency_table.fit import find_steps, ladder, monotone2d
+from deploykit.bench.latency_table.layers import LayerCall, LayerOp, record_calls
+from deploykit.bench.latency_table.predictor import MB, LatencyModel
+from deploykit.bench.latency_table.timers import Timer, TimingConfig, get_timer
+from deploykit.bench.latency_table.variants import prune_to_widths, uniform_widths
 from deploykit.bench.machine import machine
-from deploykit.bench.predictor import MB, LatencyModel
-from deploykit.bench.timers import Timer, TimingConfig, get_timer
-from deploykit.bench.variants import prune_to_widths, uniform_widths
 from deploykit.errors import DeployKitError
 from deploykit.graph.costs import CostModel
 from deploykit.progress import Reporter

@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from deploykit.bench import lut as lutmod
-from deploykit.bench.lut import Lut, cache_path, read_lut
-from deploykit.bench.profile import Profiler, load_or_profile
+from deploykit.bench.latency_table import file as lutmod
+from deploykit.bench.latency_table.file import Lut, cache_path, read_lut
+from deploykit.bench.latency_table.profile import Profiler, load_or_profile
 from deploykit.errors import DeployKitError
 from deploykit.graph.costs import CostModel
 from deploykit.graph.groups import ModelGraph
@@ -57,7 +57,7 @@ def test_a_cached_table_is_reused_without_measuring(cost_model):
 
 
 def test_threads_batch_and_precision_are_part_of_the_key(cost_model):
-    from deploykit.bench.timers import TimingConfig
+    from deploykit.bench.latency_table.timers import TimingConfig
 
     a, _ = load_or_profile(cost_model, SPEC, fake_config())
     b, _ = load_or_profile(cost_model, SPEC, fake_config(timing=TimingConfig(threads=2)))
@@ -109,7 +109,7 @@ class _Grouped(torch.nn.Module):
 
 
 def test_grouped_conv_layers_are_measured_as_valid_convolutions(monkeypatch):
-    from deploykit.bench.layers import torch_module
+    from deploykit.bench.latency_table.layers import torch_module
 
     seen = []
 

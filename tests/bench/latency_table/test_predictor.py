@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deploykit.bench.lut import Calibration
-from deploykit.bench.layers import record_calls
-from deploykit.bench.predictor import LatencyModel
-from deploykit.bench.variants import prune_to_widths, random_widths
+from deploykit.bench.latency_table.file import Calibration
+from deploykit.bench.latency_table.layers import record_calls
+from deploykit.bench.latency_table.predictor import LatencyModel
+from deploykit.bench.latency_table.variants import prune_to_widths, random_widths
 from deploykit.graph.costs import Costs
 from tests.bench import nets
 

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from deploykit.bench.fit import find_steps, isotonic, ladder, monotone2d
-from deploykit.bench.profile import fit_calibration
+from deploykit.bench.latency_table.fit import find_steps, isotonic, ladder, monotone2d
+from deploykit.bench.latency_table.profile import fit_calibration
 
 
 def test_isotonic_pools_adjacent_violators():

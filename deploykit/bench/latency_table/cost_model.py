@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from deploykit.bench.predictor import LatencyModel
-from deploykit.bench.profile import ProfileConfig, load_or_profile
+from deploykit.bench.latency_table.predictor import LatencyModel
+from deploykit.bench.latency_table.profile import ProfileConfig, load_or_profile
 from deploykit.graph.costs import CostModel
 from deploykit.progress import Reporter
 
