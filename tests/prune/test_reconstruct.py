@@ -7,7 +7,7 @@ import torch
 from deploykit.graph.groups import ModelGraph
 from deploykit.prune.reconstruct import reconstruct
 from deploykit.prune.survivors import surviving
-from tests.criteria.nets import Stack
+from tests.importance.nets import Stack
 from tests.models import TwoRes
 
 

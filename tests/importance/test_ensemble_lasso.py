@@ -10,7 +10,7 @@ from deploykit.importance import ScoringContext, get_criterion, score_groups
 from deploykit.importance.ensemble import LinearEnsemble, ridge_fit
 from deploykit.importance.features import group_grams
 from deploykit.importance.lasso import Lasso, lasso_gram, lasso_path_order
-from tests.criteria.nets import Additive, Stack, negative_sum
+from tests.importance.nets import Additive, Stack, negative_sum
 
 
 def test_ridge_fit_recovers_a_linear_model():

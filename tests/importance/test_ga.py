@@ -13,7 +13,7 @@ from deploykit.select import SelectConfig, Target
 from deploykit.select.genetic import GAConfig, genetic_subset
 from deploykit.select.sensitivity import allocate, marginal_scores
 from deploykit.train.distributed import Dist
-from tests.criteria.nets import Stack
+from tests.importance.nets import Stack
 from tests.models import TwoRes, randomize_bn
 
 

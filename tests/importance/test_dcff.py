@@ -12,7 +12,7 @@ from deploykit.importance.dcff import fuse, kl_scores, proxies
 from deploykit.train.dcff import Fusion
 from deploykit.train.distributed import Dist
 from deploykit.train.job import PruneState
-from tests.criteria.nets import Stack
+from tests.importance.nets import Stack
 
 
 def test_fused_filters_approach_the_kept_originals_as_t_grows():
