@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from deploykit.bench.latency_check import LatencyCheck
-from deploykit.bench.latency_table.cost_model import LATENCY_TARGET, attach_latency, ladders_for, latency_report
+from deploykit.bench.latency_table.cost_model import attach_latency, ladders_for, latency_report
 from deploykit.bench.latency_table.predictor import LatencyModel
 from deploykit.bench.speedup_warning import speedup_warning
 from deploykit.compress_job.checkpointing import Checkpointer, check_resumable
@@ -36,6 +36,7 @@ from deploykit.prune.artifact import save_artifact
 from deploykit.prune.plan import make_plan
 from deploykit.select import SelectConfig
 from deploykit.select.latency_aim import LatencyAim
+from deploykit.select.targets import LATENCY_TARGET
 from deploykit.train.checkpoint import CheckpointDir, check_plan, restore_plan
 from deploykit.train.distributed import Dist, process_group, synchronized_batchnorm
 from deploykit.train.job import Job, PruneState

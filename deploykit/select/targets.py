@@ -27,5 +27,6 @@ TARGETS.register("memory", TargetKind("activation_bytes", "activation memory (by
 TARGETS.register("latency", TargetKind("latency_ms", "latency predicted by the per-layer latency table (--lut, else "
                                                      "measured on ONNX Runtime CPU and cached on first use)"))
 
-# The Costs field a latency target bounds (the latency re-aiming acts on it).
-LATENCY_COST = TARGETS.get("latency").cost
+# The latency target's name (``--target-latency``), and the Costs field it bounds (the latency re-aiming acts on it).
+LATENCY_TARGET = "latency"
+LATENCY_COST = TARGETS.get(LATENCY_TARGET).cost

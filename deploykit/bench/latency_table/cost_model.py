@@ -14,8 +14,7 @@ from deploykit.bench.latency_table.predictor import LatencyModel
 from deploykit.bench.latency_table.profile import ProfileConfig, load_or_profile
 from deploykit.graph.costs import CostModel
 from deploykit.progress import Reporter
-
-LATENCY_TARGET = "latency"
+from deploykit.select.targets import LATENCY_TARGET
 
 
 def wants_latency(normalize: str | None, targets: Iterable[str], round_to: int | str) -> bool:
