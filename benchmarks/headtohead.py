@@ -315,13 +315,13 @@ def time_artifact(job: Job, work: Path, data: Path, result: dict[str, Any]) -> f
 
     model = CELLS[job.cell][0]
     base = base_model_onnx(model, work, data)
+    # Exported afresh every time: a rerun row (same key) must not be timed on an earlier run's file.
     onnx = work / "onnx" / f"{job.key(VERSION)}.onnx"
-    if not onnx.is_file():
-        onnx.parent.mkdir(parents=True, exist_ok=True)
-        if ROWS[job.row].kind == "tp":
-            os.environ[TP_ENV] = str(work / "tp" / job.key(VERSION) / "history.json")
-            sys.path.insert(0, str(Path(__file__).resolve().parent))
-        deploykit.export_onnx(deploykit.load(result["artifact"], trust_factory=True), onnx)
+    onnx.parent.mkdir(parents=True, exist_ok=True)
+    if ROWS[job.row].kind == "tp":
+        os.environ[TP_ENV] = str(work / "tp" / job.key(VERSION) / "history.json")
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+    deploykit.export_onnx(deploykit.load(result["artifact"], trust_factory=True), onnx)
     res = bench_onnx([base, onnx], [1], runs=LAT_RUNS, warmup=LAT_WARMUP, threads=1)
     p50 = {r.model: r.p50_ms for r in res}
     return p50[str(onnx)] / p50[str(base)]
