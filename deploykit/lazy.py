@@ -5,13 +5,14 @@ at module level costs nothing: the package is imported when an attribute is firs
 so importing deploykit never needs a GPU package. A package that is missing raises one
 :class:`MissingModuleError` naming it and how to install it.
 
-Every access asks :mod:`importlib` again (a dictionary look-up once imported), so a test
+Every access looks in ``sys.modules`` again (a dictionary look-up once imported), so a test
 that swaps a fake module into ``sys.modules`` is seen at once.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
 from types import ModuleType
 from typing import Any
 
@@ -40,6 +41,10 @@ class LazyModule:
         Raises:
             MissingModuleError: none of the names imports; says why and how to install it.
         """
+        for name in self._names:  # already imported (or a test's fake): no failed import of an older name per access
+            mod = sys.modules.get(name)
+            if mod is not None:
+                return mod
         first: ImportError | None = None
         for name in self._names:
             try:

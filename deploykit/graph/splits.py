@@ -22,6 +22,7 @@ found by the self-check after pruning, which leaves the group whole.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from itertools import accumulate
 
 import torch_pruning as tp
 from torch import nn
@@ -37,10 +38,7 @@ def _channel_split(gf: object) -> bool:
 
 
 def _offsets(sizes: list[int]) -> list[int]:
-    out = [0]
-    for s in sizes:
-        out.append(out[-1] + s)
-    return out
+    return [0, *accumulate(sizes)]
 
 
 def _reads(consumer: object, gf: object) -> list[tuple[int, int]]:
