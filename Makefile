@@ -27,7 +27,7 @@ test-all: $(STAMP)
 
 # nvcc fatbins for sm_75/86/87/90 (+PTX), architectures checked in the output.
 kernels: $(STAMP)
-	$(BIN)/python -m deploykit.runtime.kernels.build
+	$(BIN)/python -m deploykit.kernels.build
 
 clean:
 	rm -rf build *.egg-info .pytest_cache

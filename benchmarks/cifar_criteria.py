@@ -78,8 +78,8 @@ def run_criterion(model: str, criterion: str, args: argparse.Namespace) -> dict[
     import deploykit.prune.reconstruct as reconstruct
     import deploykit.train.dcff as dcff
     import deploykit.train.schedules as schedules
-    from deploykit.importance.blend import BlendedCriteria
-    from deploykit.importance.ga import GeneticSelection
+    from deploykit.select.blend import BlendedCriteria
+    from deploykit.select.ga import GeneticSelection
 
     timers = Timers()
     timers.wrap(schedules, "score_groups", "scoring")

@@ -102,7 +102,7 @@ def main() -> int:
 
     from deploykit.export import precision as prec
     from deploykit.export.onnx import export_onnx, ort_session
-    from deploykit.runtime import cuda
+    from deploykit import cuda
     from deploykit.runtime.trt import BuildConfig, TrtRunner, build_engine, trt_status
     from deploykit.zoo import build_model
 
@@ -161,7 +161,7 @@ def main() -> int:
             rows.append(row)
             print(json.dumps(row), flush=True)
 
-    from deploykit.runtime.kernels import backend, device as dk_device
+    from deploykit.kernels import backend, device as dk_device
 
     k = dk_device.kernels()
     host = backend("host")

@@ -101,7 +101,7 @@ def __getattr__(name: str) -> Any:
 
         return Engine
     if name == "DetectSettings":  # a detector's thresholds for Engine(detection=...)
-        from deploykit.runtime.kernels.detection import DetectSettings
+        from deploykit.kernels.detection import DetectSettings
 
         return DetectSettings
     raise AttributeError(f"module 'deploykit' has no attribute {name!r}")

@@ -33,8 +33,8 @@ from deploykit.export.onnx import INPUT_NAME, OUTPUT_NAME, read_sidecar, sidecar
 from deploykit.registry import unknown_name_message
 from deploykit.runtime.backends import RUNNERS, auto_backend, load_runner
 from deploykit.runtime.base import Runner
-from deploykit.runtime.kernels.detection import DetectSettings, geometry_row
-from deploykit.runtime.kernels.params import letterbox_geometry
+from deploykit.kernels.detection import DetectSettings, geometry_row
+from deploykit.kernels.params import letterbox_geometry
 from deploykit.zoo.base import Preprocess, check_labels
 
 
@@ -215,7 +215,7 @@ class Engine:
         return task, override or DetectSettings(**settings)
 
     def _kernels(self):
-        from deploykit.runtime import kernels
+        from deploykit import kernels
 
         if self.backend == "trt":
             return kernels.backend("cuda")

@@ -1,6 +1,6 @@
 // Host build of the kernels: the same per-element functions as the CUDA kernels, looped
 // on the CPU. Built with g++ -O2 -ffp-contract=off into a shared library that
-// deploykit/runtime/kernels/host.py calls through ctypes (tests compare it with numpy and
+// deploykit/kernels/host.py calls through ctypes (tests compare it with numpy and
 // OpenCV; the Engine uses it as its CPU pre/post-processing path).
 #include "deploykit/nms.h"
 #include "deploykit/postprocess.h"

@@ -6,8 +6,9 @@ does not have that problem. :func:`peak_memory` starts ``python -m
 deploykit.bench.memory`` for one (model, backend, batch, threads) and reads back the
 peak resident memory (``VmHWM``) above what the process held before loading the model.
 
-This module imports only the standard library and numpy at import time: the probe for
-ONNX Runtime must not pay for importing torch.
+Backends whose memory a process's resident set shows say so in their registry record
+(``host_memory``); the others (TensorRT's GPU memory) get None. This module imports only the
+standard library at import time: the probe for ONNX Runtime must not pay for importing torch.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 MIB = 2**20
@@ -40,47 +40,29 @@ def _reset_peak() -> bool:
         return False
 
 
-def _probe_ort(path: str, batch: int, threads: int | None, runs: int) -> None:
+def _run(path: str, backend: str, batch: int, threads: int | None, runs: int) -> None:
     import numpy as np
 
-    from deploykit.export.session import ort_session
+    from deploykit.runtime.backends import RUNNERS
 
-    sess = ort_session(path, threads, quiet=True)
-    types = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(uint8)": np.uint8, "tensor(int64)": np.int64}
-    feed = {}
-    for i in sess.get_inputs():
-        shape = [batch if k == 0 else (d if isinstance(d, int) and d > 0 else 1) for k, d in enumerate(i.shape)]
-        feed[i.name] = np.zeros(shape, dtype=types.get(i.type, np.float32))
-    for _ in range(runs):
-        sess.run(None, feed)
-
-
-def _probe_torch(path: str, batch: int, threads: int | None, runs: int) -> None:
-    import numpy as np
-    import torch
-
-    from deploykit.runtime.backends import load_runner
-
-    if threads:
-        torch.set_num_threads(threads)
-    with load_runner(path, backend="torch") as r:
-        feed = {m.name: np.zeros(tuple(batch if d is None else d for d in m.shape), dtype=m.dtype)
+    b = RUNNERS.get(backend)
+    with b.threads(threads), b.open(path, threads) as r:
+        # Dynamic sizes: the batch first, 1 elsewhere.
+        feed = {m.name: np.zeros(tuple(batch if k == 0 else (1 if d is None else d) for k, d in enumerate(m.shape)),
+                                 dtype=m.dtype)
                 for m in r.get_input_metadata().values()}
         for _ in range(runs):
             r.infer(feed)
 
 
-# Backends whose host memory a fresh process can measure.
-PROBES: dict[str, Callable[[str, int, int | None, int], None]] = {"ort": _probe_ort, "torch": _probe_torch}
-
-
 def probe(path: str, backend: str, batch: int, threads: int | None, runs: int = 3) -> dict[str, float | None]:
     """In this process: load and run the model, return peak and baseline resident MiB."""
-    if backend == "torch":
-        import torch  # noqa: F401  (imported before the baseline: the framework is not the model's memory)
+    from deploykit.runtime.backends import RUNNERS
+
+    RUNNERS.get(backend).runner_class()  # its framework is imported before the baseline: not the model's memory
     base = _status_kb("VmRSS")
     _reset_peak()  # where not allowed, the peak may predate the model: still an upper bound
-    PROBES[backend](path, batch, threads, runs)
+    _run(path, backend, batch, threads, runs)
     hwm = _status_kb("VmHWM")
     if base is None or hwm is None:
         return {"peak_mb": None, "baseline_mb": None}
@@ -89,7 +71,9 @@ def probe(path: str, backend: str, batch: int, threads: int | None, runs: int = 
 
 def peak_memory(path: str | Path, backend: str, batch: int, threads: int | None, timeout: float = 300) -> float | None:
     """Peak resident MiB above the process baseline while ``path`` loads and runs; None where not measurable."""
-    if backend not in PROBES or not Path("/proc/self/status").exists():
+    from deploykit.runtime.backends import RUNNERS
+
+    if backend not in RUNNERS or not RUNNERS.get(backend).host_memory or not Path("/proc/self/status").exists():
         return None
     args = json.dumps({"path": str(path), "backend": backend, "batch": batch, "threads": threads})
     try:

@@ -9,7 +9,6 @@ broadcast) and only rank 0 writes checkpoints and the artifact.
 from __future__ import annotations
 
 import copy
-import functools
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,7 +38,7 @@ from deploykit.select.latency_aim import LatencyAim
 from deploykit.select.targets import LATENCY_TARGET
 from deploykit.train.checkpoint import CheckpointDir, check_plan, restore_plan
 from deploykit.train.distributed import Dist, process_group, synchronized_batchnorm
-from deploykit.train.job import Job, PruneState
+from deploykit.train.job import Job, JobHooks, PruneState
 from deploykit.train.loop import TASKS, Task, Trainer, TrainConfig, recalibrate_bn
 from deploykit.train.stream import BatchStream
 from deploykit.zoo import build_model, check_input, parse_shape
@@ -57,8 +56,8 @@ def run(cfg: CompressConfig, reporter: Reporter) -> dict[str, Any]:
         return _Run(cfg, rs, data, d, reporter if d.main else Reporter(), out).execute(start)
 
 
-class _Run:
-    """One compress job inside its process group; its methods are the job's callbacks."""
+class _Run(JobHooks):
+    """One compress job inside its process group; it is the schedule's :class:`JobHooks`."""
 
     def __init__(self, cfg: CompressConfig, rs: Resolved, data: Data, d: Dist, rep: Reporter, out: Path) -> None:
         self.cfg, self.rs, self.data, self.d, self.rep, self.out = cfg, rs, data, d, rep, out
@@ -144,9 +143,7 @@ class _Run:
                   select=sel_cfg, comparable=criterion.comparable, dist=d, trainer=trainer, stream=stream, total=total,
                   lr=cfg.training.lr, interval=sel.interval, channels_per_step=sel.channels_per_step,
                   prune_within=sel.prune_within, state=state,
-                  calibration=self._calibration, on_pruned=self._pruned, on_step=self._on_step)
-        if cfg.checkpointing.checkpoint_every:
-            job.save = functools.partial(self.checkpointer.save, job, self.base_top1)
+                  calibration=self._calibration, hooks=self)
         if latency is not None and state.pruned_at is None:
             job.latency = self._latency_aim(latency, graph)
         # No bar when there is nothing to train (one-shot without fine-tuning).
@@ -199,7 +196,7 @@ class _Run:
         timing = _BroadcastTiming(check, self.d, self.rep, cfg.selection.targets[LATENCY_TARGET])
         return LatencyAim(timing, rounds=cfg.latency.latency_checks)
 
-    # -- schedule callbacks ----------------------------------------------------------------------
+    # -- schedule hooks --------------------------------------------------------------------------
     def _calibration(self) -> Iterator[Batch]:
         """Fresh calibration batches (this process's share)."""
         ds, cfg = self.data.train, self.cfg
@@ -211,7 +208,7 @@ class _Run:
                 yield x.to(cfg.device), y.to(cfg.device)
                 task.advance()
 
-    def _pruned(self, job: Job) -> None:
+    def on_pruned(self, job: Job) -> None:
         """Once the targets are met: the recovery step (e.g. least-squares reconstruction), then
         evaluation and BatchNorm recalibration."""
         self.rs.recover(job.graph, self._reference, job.calibration, job.dist.all_reduce)
@@ -227,7 +224,7 @@ class _Run:
         self.rep.log(f"targets met at iteration {job.state.iteration}: {job.removed_channels} channels removed, "
                      f"MACs {r['macs']:.3f}, params {r['params']:.3f}, memory {r['activation_bytes']:.3f} of the base")
 
-    def _on_step(self, job: Job, loss: float) -> None:
+    def on_step(self, job: Job, loss: float) -> None:
         """After every iteration: advance the bar; write a checkpoint when one is due."""
         r = job.ratios()
         assert self.bar is not None
@@ -236,6 +233,11 @@ class _Run:
         k = self.cfg.checkpointing.checkpoint_every
         if k and job.state.iteration % k == 0:
             job.save()
+
+    def save(self, job: Job) -> None:
+        """A checkpoint now, when checkpointing is on."""
+        if self.cfg.checkpointing.checkpoint_every:
+            self.checkpointer.save(job, self.base_top1)
 
 
 class _BroadcastTiming:

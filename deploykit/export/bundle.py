@@ -141,7 +141,7 @@ def write_jetson_bundle(onnx_path: str | Path, out_dir: str | Path, reference_in
     """
     from deploykit import __version__
     from deploykit.export.onnx import INPUT_NAME, OUTPUT_NAME, ort_session, read_sidecar
-    from deploykit.runtime.kernels import sources
+    from deploykit.kernels import sources
 
     onnx_path = Path(onnx_path)
     side = read_sidecar(onnx_path)

@@ -145,7 +145,7 @@ def reader(pre: Preprocess, images: np.ndarray, batch_size: int, input_name: str
             self._it = self._batches()
 
         def _batches(self) -> Iterator[dict[str, np.ndarray]]:
-            from deploykit.runtime.kernels import cpu_backend
+            from deploykit.kernels import cpu_backend
 
             kernels = cpu_backend()
             for start in range(0, len(images), batch_size):

@@ -213,7 +213,7 @@ def calibration_from_spec(spec: str, samples: int, seed: int = 0, method: str | 
 
 def preprocessed(images: np.ndarray, pre: Preprocess, batch_size: int = 64) -> list[np.ndarray]:
     """uint8 NHWC images → list of preprocessed NCHW float32 batches (the kernels' CPU path)."""
-    from deploykit.runtime.kernels import cpu_backend
+    from deploykit.kernels import cpu_backend
 
     kernels = cpu_backend()
     return [kernels.preprocess(images[i : i + batch_size], pre) for i in range(0, len(images), batch_size)]

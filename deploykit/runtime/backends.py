@@ -29,6 +29,8 @@ class Backend:
         runner_threads: the runner takes ``threads=`` (a per-session setting).
         thread_scope: ``"module:function"`` of a context manager that sets a process-wide thread
             count around calls (PyTorch's), for runners that take none themselves.
+        host_memory: its memory is the process's resident set (what the memory benchmark
+            measures); False for GPU backends.
         timer: its latency timer class (:class:`deploykit.bench.latency_table.timers.Timer`), registered by
             the bench layer above this one; None where layers are not timed.
     """
@@ -37,6 +39,7 @@ class Backend:
     runner: str | None = None
     runner_threads: bool = False
     thread_scope: str | None = None
+    host_memory: bool = False
     timer: type | None = None
 
     @property
@@ -62,8 +65,9 @@ class Backend:
 
 BACKENDS: Registry[Backend] = Registry("backend")
 BACKENDS.register("torch", Backend("PyTorch", "deploykit.runtime.torch:TorchRunner",
-                                   thread_scope="deploykit.runtime.torch:torch_threads"))
-BACKENDS.register("ort", Backend("ONNX Runtime, CPU", "deploykit.runtime.ort:OrtRunner", runner_threads=True))
+                                   thread_scope="deploykit.runtime.torch:torch_threads", host_memory=True))
+BACKENDS.register("ort", Backend("ONNX Runtime, CPU", "deploykit.runtime.ort:OrtRunner", runner_threads=True,
+                                 host_memory=True))
 BACKENDS.register("trt", Backend("TensorRT, needs a CUDA GPU", "deploykit.runtime.trt:TrtRunner"))
 
 # The backends that run whole models (what bench, eval and the Engine accept).

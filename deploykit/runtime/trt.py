@@ -55,8 +55,8 @@ from deploykit.atomic import atomic_file
 from deploykit.errors import DeployKitError
 from deploykit.lazy import lazy_import
 from deploykit.runtime.base import Runner, TensorMeta, onnx_path_of
-from deploykit.runtime.cuda import cuda_api, gpu_status
-from deploykit.runtime.kernels.sources import cache_dir
+from deploykit.cuda import cuda_api, gpu_status
+from deploykit.kernels.sources import cache_dir
 
 log = logging.getLogger(__name__)
 

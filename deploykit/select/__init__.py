@@ -1,4 +1,5 @@
-"""Choosing which channels go: global ranking under cost targets.
+"""Choosing which channels go: global ranking under cost targets, and the criteria that are searches
+(``blend``, ``ga``: they register in :data:`deploykit.importance.CRITERIA` when imported).
 
 The ranking's names load on first use (PEP 562), so that the torch-free
 :mod:`deploykit.select.targets` can be imported without torch.

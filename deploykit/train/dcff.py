@@ -182,7 +182,7 @@ class DCFFSchedule:
         if job.state.iteration or job.state.pruned_at is not None:
             raise DeployKitError("dcff cannot resume from a checkpoint (the fused banks are not checkpointed); "
                                  "rerun without --resume")
-        job.save = lambda: None  # the banks are not part of the pruned architecture
+        job.checkpoints = False  # the banks are not part of the pruned architecture
         t0 = crit.temperature(0, job.total)
         crit.t = t0
         scores = score_groups(crit, job.scoring)
@@ -197,6 +197,6 @@ class DCFFSchedule:
             if it and it % every == 0:
                 fusion.update(crit.temperature(it, job.total), reselect=crit.reselect)
             loss = job.train_step(cosine_lr(it, job.total, job.lr), observe=True)
-            job.on_step(job, loss)
+            job.step_done(loss)
         fusion.update(crit.t_end)  # one-hot proxies: the kept filters themselves, now plain weights
         crit.fusion = None

@@ -83,6 +83,24 @@ class PruneState:
         return cls(**d)
 
 
+class JobHooks:
+    """What the caller does at a job's events; each does nothing here.
+
+    The compress job overrides them (:mod:`deploykit.compress_job.pipeline`): evaluation and
+    BatchNorm recalibration once the targets are met, progress and due checkpoints after each
+    iteration, and a checkpoint on request.
+    """
+
+    def on_pruned(self, job: Job) -> None:
+        """Called once when the targets are met."""
+
+    def on_step(self, job: Job, loss: float) -> None:
+        """Called after every iteration's work."""
+
+    def save(self, job: Job) -> None:
+        """Write a checkpoint now (when checkpointing is on)."""
+
+
 @dataclass
 class Job:
     """A model being pruned toward cost targets, and the means to train it.
@@ -95,9 +113,10 @@ class Job:
         prune_within: progressive pruning: finish within this fraction of the budget
             (removals grow as needed); None: no deadline.
         calibration: fresh calibration batches for criteria that score before training.
-        on_pruned: called once when the targets are met (evaluation, BN recalibration).
-        on_step: called after every iteration's work (progress, checkpoints when due).
-        save: writes a checkpoint now (when checkpointing is on).
+        hooks: what the caller does when the targets are met, after each iteration, and when a
+            checkpoint is asked for.
+        checkpoints: whether :meth:`save` writes (a schedule whose state no checkpoint holds
+            turns it off).
         latency: when and how a latency target is checked by timing (it re-aims :attr:`select`);
             None: a latency target is met on the table's prediction alone.
     """
@@ -118,9 +137,8 @@ class Job:
     channels_per_step: int = 1
     prune_within: float | None = None
     calibration: Callable[[], Iterable[Batch]] | None = None
-    on_pruned: Callable[[Job], None] = lambda job: None
-    on_step: Callable[[Job, float], None] = lambda job, loss: None
-    save: Callable[[], None] = lambda: None
+    hooks: JobHooks = field(default_factory=JobHooks)
+    checkpoints: bool = True
     state: PruneState = field(default_factory=PruneState)
     task: Task | None = None
     latency: LatencyAim | None = None
@@ -166,7 +184,7 @@ class Job:
         return math.ceil(sum(len(v) for v in sel.remove.values()) / max(1, self.select.round_to))
 
     def pruning_done(self, scores: dict[str, torch.Tensor] | None = None) -> None:
-        """Record that the targets are met at the current iteration and run :attr:`on_pruned`.
+        """Record that the targets are met at the current iteration and run the ``on_pruned`` hook.
 
         Selection works on predicted costs; should the measured model still exceed a
         target (a cost the prediction misses), the cheapest chunks go one at a time
@@ -179,7 +197,16 @@ class Job:
             if self.remove(scores if scores is not None else self.scores()) == 0:
                 break  # nothing more can go (--max-ratio); the report shows the miss
         self.state.pruned_at = self.state.iteration
-        self.on_pruned(self)
+        self.hooks.on_pruned(self)
+
+    def step_done(self, loss: float) -> None:
+        """An iteration's work is done: the ``on_step`` hook (progress, checkpoints when due)."""
+        self.hooks.on_step(self, loss)
+
+    def save(self) -> None:
+        """Write a checkpoint now, through the ``save`` hook, unless :attr:`checkpoints` is off."""
+        if self.checkpoints:
+            self.hooks.save(self)
 
     def _meet_measured_costs(self) -> None:
         while not (self.targets_met() and self.measured_met()):
@@ -248,7 +275,7 @@ class Job:
         """Train with learning rate ``lr_at(iteration)`` until the budget is spent."""
         while self.state.iteration < self.total:
             loss = self.train_step(lr_at(self.state.iteration))
-            self.on_step(self, loss)
+            self.step_done(loss)
 
 
 def apply_removal(job: Job, removal: Mapping[str, Sequence[int]]) -> int:

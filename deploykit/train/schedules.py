@@ -83,7 +83,7 @@ class Progressive:
                 job.reaim_latency()
                 if removed == 0 or self.done(job):
                     job.pruning_done()  # raises when nothing is left to remove and a target is unmet
-            job.on_step(job, loss)
+            job.step_done(loss)
         start = job.state.pruned_at or 0
         job.finetune(lambda it: cosine_lr(it - start, job.total - start, job.lr))
 

@@ -13,6 +13,7 @@ from typing import Protocol, runtime_checkable
 
 from deploykit.errors import DeployKitError
 from deploykit.importance.base import CRITERIA, Importance
+from deploykit.select import blend, ga  # noqa: F401  (registration: the criteria this schedule runs)
 from deploykit.train.job import Job, apply_removal
 from deploykit.train.loop import cosine_lr
 from deploykit.train.schedules import SCHEDULES

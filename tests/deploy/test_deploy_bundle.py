@@ -163,7 +163,7 @@ def test_the_device_nvcc_compiles_the_bundled_kernels_and_results_record_it(bund
     proc = run_sh(bundle[0], "--duration", "1", "--batches", "1", "--out", str(out),
                   env=fake_env(tmp_path, CUDA_ARCH="87"))
     assert proc.returncode == 0, proc.stderr + proc.stdout
-    from deploykit.runtime.kernels.fatbin import cubin_arch
+    from deploykit.kernels.fatbin import cubin_arch
 
     for src in ("preprocess", "postprocess"):
         assert cubin_arch((out / "kernels" / f"{src}.sm_87.cubin").read_bytes()) == 87

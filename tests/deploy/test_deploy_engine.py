@@ -12,7 +12,7 @@ import torch
 from deploykit.engine import Engine, Prediction
 from deploykit.errors import DeployKitError
 from deploykit.export.onnx import ort_session, read_sidecar
-from deploykit.runtime.kernels import reference
+from deploykit.kernels import reference
 from deploykit.runtime.trt import trt_status
 from deploykit.zoo.base import Preprocess
 
@@ -152,7 +152,7 @@ def test_gpu_engine_matches_cpu_engine(random_onnx):
 @pytest.mark.gpu
 @pytest.mark.skipif(not trt_status().ok, reason=f"needs a GPU: {trt_status().reason}")
 def test_device_kernels_match_the_host_build():
-    from deploykit.runtime.kernels import backend
+    from deploykit.kernels import backend
 
     host, cuda = backend("host"), backend("cuda")
     pre = Preprocess(size=(32, 32))

@@ -15,8 +15,8 @@ from torch import nn
 from deploykit.engine import Detections, Engine
 from deploykit.errors import DeployKitError
 from deploykit.export.onnx import check_parity, export_onnx, read_sidecar, sidecar_path
-from deploykit.runtime.kernels.detection import DetectSettings
-from deploykit.runtime.kernels.params import letterbox_geometry
+from deploykit.kernels.detection import DetectSettings
+from deploykit.kernels.params import letterbox_geometry
 from deploykit.zoo.base import BuiltModel, Preprocess
 
 SIDE = 96

@@ -16,8 +16,8 @@ import deploykit
 from deploykit.engine import Engine, Prediction
 from deploykit.errors import DeployKitError
 from deploykit.export.onnx import export_onnx
-from deploykit.runtime import kernels
-from deploykit.runtime.kernels import host, reference
+from deploykit import kernels
+from deploykit.kernels import host, reference
 from deploykit.zoo.base import BuiltModel
 from deploykit.zoo.digits import DigitsResNet, digits_preprocess
 

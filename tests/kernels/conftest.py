@@ -12,7 +12,7 @@ def host():
     """The host build of the kernels (skips when there is no C++ compiler)."""
     if shutil.which("g++") is None:
         pytest.skip("no g++: the host kernel library cannot be built here")
-    from deploykit.runtime.kernels import host as host_mod
+    from deploykit.kernels import host as host_mod
 
     host_mod.library()
     return host_mod

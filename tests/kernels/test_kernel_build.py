@@ -10,8 +10,8 @@ import struct
 import pytest
 
 from deploykit.errors import DeployKitError
-from deploykit.runtime.kernels import fatbin, sources
-from deploykit.runtime.kernels.params import PreprocessParams
+from deploykit.kernels import fatbin, sources
+from deploykit.kernels.params import PreprocessParams
 
 
 def test_host_library_agrees_on_the_params_struct_layout(host):
@@ -57,7 +57,7 @@ requires_nvcc = pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc no
 
 @requires_nvcc
 def test_nvcc_build_has_sass_for_every_target_and_ptx_for_the_newest(tmp_path):
-    from deploykit.runtime.kernels import build
+    from deploykit.kernels import build
 
     report = build.build(tmp_path, (75, 86, 87, 90))
     assert len(report) == len(sources.CUDA_SOURCES)
@@ -68,7 +68,7 @@ def test_nvcc_build_has_sass_for_every_target_and_ptx_for_the_newest(tmp_path):
 
 @requires_nvcc
 def test_nvcc_refuses_an_architecture_it_cannot_target(tmp_path):
-    from deploykit.runtime.kernels import build
+    from deploykit.kernels import build
 
     unsupported = sorted({70, 72} - build.supported_archs(build.nvcc()))
     if not unsupported:
@@ -78,7 +78,7 @@ def test_nvcc_refuses_an_architecture_it_cannot_target(tmp_path):
 
 
 def _nvrtc_or_skip():
-    from deploykit.runtime.kernels import nvrtc
+    from deploykit.kernels import nvrtc
 
     try:
         nvrtc.version()

@@ -9,9 +9,9 @@ import torch
 import torchvision
 
 from deploykit.errors import DeployKitError
-from deploykit.runtime.kernels import reference
-from deploykit.runtime.kernels.detection import DetectSettings, geometry_row, identity_geometry
-from deploykit.runtime.kernels.params import letterbox_geometry
+from deploykit.kernels import reference
+from deploykit.kernels.detection import DetectSettings, geometry_row, identity_geometry
+from deploykit.kernels.params import letterbox_geometry
 
 
 @pytest.fixture(params=["host", "reference"])
@@ -162,8 +162,8 @@ def test_bad_inputs_are_user_errors(backend):
 
 @pytest.mark.gpu
 def test_device_kernel_matches_the_host_build(host):
-    from deploykit.runtime.cuda import gpu_status
-    from deploykit.runtime.kernels import backend as kernel_backend
+    from deploykit.cuda import gpu_status
+    from deploykit.kernels import backend as kernel_backend
 
     if not gpu_status().ok:
         pytest.skip(f"needs a GPU with cuda-python: {gpu_status().reason}")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from deploykit.errors import DeployKitError
-from deploykit.runtime.kernels import reference
+from deploykit.kernels import reference
 
 
 @pytest.mark.parametrize(("rows", "classes", "k"), [(1, 10, 1), (4, 10, 5), (3, 1000, 5), (2, 7, 7), (64, 100, 3)])

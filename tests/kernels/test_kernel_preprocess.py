@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from deploykit.errors import DeployKitError
-from deploykit.runtime.kernels import reference
+from deploykit.kernels import reference
 from deploykit.zoo.base import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 
 cv2 = pytest.importorskip("cv2", reason="opencv-python-headless (dev extra) is the OpenCV reference")

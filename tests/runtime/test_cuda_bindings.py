@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from deploykit.errors import DeployKitError
-from deploykit.runtime import cuda as dk_cuda
+from deploykit import cuda as dk_cuda
 from deploykit.runtime import trt as dk_trt
 
 import fake_cuda
@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(autouse=True)
 def fresh_probes():
     """Every probe cached by deploykit is forgotten before and after each test."""
-    from deploykit.runtime.kernels import device, nvrtc
+    from deploykit.kernels import device, nvrtc
 
     def clear():
         dk_cuda.reset()
@@ -137,10 +137,10 @@ def test_pycuda_probe_pushes_nothing(monkeypatch):
 # -- defect 6: NVRTC missing (it fails at the first call, not at import) ---------------------
 def test_missing_nvrtc_falls_back_to_the_host_kernels_with_one_line(monkeypatch, caplog):
     fake_cuda.install(monkeypatch, fake_cuda.Setup(binding="12.9.4", driver_cuda=12020, nvrtc=False))
-    from deploykit.runtime.kernels import backend, device, nvrtc
+    from deploykit.kernels import backend, device, nvrtc
     from deploykit.zoo.base import Preprocess
 
-    import deploykit.runtime.kernels.nvrtc  # noqa: F401 - importing works without libnvrtc
+    import deploykit.kernels.nvrtc  # noqa: F401 - importing works without libnvrtc
 
     status = nvrtc.probe()
     assert not status.ok and "Failed to dlopen libnvrtc" in status.reason and "gpu-cu12" in status.reason
@@ -158,7 +158,7 @@ def test_missing_nvrtc_falls_back_to_the_host_kernels_with_one_line(monkeypatch,
 def test_nvrtc_13_refuses_sm72_naming_what_it_targets_and_the_way_out(monkeypatch, tmp_path):
     monkeypatch.setenv("DEPLOYKIT_CACHE", str(tmp_path))
     fake_cuda.install(monkeypatch, fake_cuda.Setup(binding="13.0.2", driver_cuda=13000))
-    from deploykit.runtime.kernels import nvrtc
+    from deploykit.kernels import nvrtc
 
     with pytest.raises(DeployKitError, match=r"NVRTC 13\.0 cannot target sm_72 \(it targets sm_75, .*run\.sh"):
         nvrtc.compile_cubin("preprocess.cu", 72)
@@ -169,7 +169,7 @@ def test_nvrtc_13_refuses_sm72_naming_what_it_targets_and_the_way_out(monkeypatc
 def test_device_kernels_on_xavier_with_nvrtc_13_fall_back(monkeypatch, caplog):
     fake_gpu.use_device(fake_gpu.Device("NVIDIA Jetson AGX Xavier", (7, 2)))
     fake_cuda.install(monkeypatch, fake_cuda.Setup(binding="13.0.2", driver_cuda=13000))
-    from deploykit.runtime.kernels import device
+    from deploykit.kernels import device
 
     with caplog.at_level(logging.WARNING):
         k = device.kernels()

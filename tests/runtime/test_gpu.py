@@ -19,7 +19,7 @@ def x(n: int, seed: int = 0) -> np.ndarray:
 
 
 def test_the_binding_found_reaches_the_device():
-    from deploykit.runtime.cuda import cuda_api, gpu_status
+    from deploykit.cuda import cuda_api, gpu_status
 
     api = cuda_api()
     assert gpu_status().binding == api.name
@@ -83,8 +83,8 @@ def test_the_timing_cache_is_reused_and_a_foreign_one_is_replaced(small_model, t
 
 
 def test_nvrtc_compiles_for_this_gpu_and_the_kernels_run_there():
-    from deploykit.runtime.cuda import cuda_api
-    from deploykit.runtime.kernels import device, nvrtc
+    from deploykit.cuda import cuda_api
+    from deploykit.kernels import device, nvrtc
 
     status = nvrtc.probe()
     if not status.ok:

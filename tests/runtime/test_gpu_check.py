@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deploykit.runtime import cuda as dk_cuda
+from deploykit import cuda as dk_cuda
 from deploykit.runtime import trt as dk_trt
 
 import fake_cuda

@@ -1,6 +1,6 @@
 """Ahead-of-time build of the ``.cu`` kernels with nvcc, and a check of what it produced.
 
-``python -m deploykit.runtime.kernels.build [--out DIR] [--arch 75,86,87,90]`` writes one
+``python -m deploykit.kernels.build [--out DIR] [--arch 75,86,87,90]`` writes one
 fatbin per source with SASS for each architecture (Turing, Ampere desktop, Orin, Hopper)
 and PTX for the newest so later GPUs can JIT it; then it reads the architectures back
 out of each fatbin and fails when one is missing. At run time the Engine compiles the
@@ -18,8 +18,8 @@ import sys
 from pathlib import Path
 
 from deploykit.errors import DeployKitError
-from deploykit.runtime.kernels import sources
-from deploykit.runtime.kernels.fatbin import archs
+from deploykit.kernels import sources
+from deploykit.kernels.fatbin import archs
 
 DEFAULT_ARCHS = (75, 86, 87, 90)
 NVCC_FLAGS = ("-fatbin", "--fmad=false", "-std=c++17", "-O3")

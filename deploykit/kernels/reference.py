@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from deploykit.runtime.kernels.params import check_images, letterbox_geometry
+from deploykit.kernels.params import check_images, letterbox_geometry
 from deploykit.zoo.base import Preprocess
 
 
@@ -93,7 +93,7 @@ def detect(pred: np.ndarray, geometry: np.ndarray, settings) -> list:
     Returns:
         One :class:`~.detection.DetectionArrays` per image, best first.
     """
-    from deploykit.runtime.kernels.detection import DetectionArrays, check_geometry, check_head
+    from deploykit.kernels.detection import DetectionArrays, check_geometry, check_head
 
     x = check_head(pred)
     geom = check_geometry(geometry, x.shape[0])

@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from deploykit.errors import DeployKitError
-from deploykit.runtime.kernels import sources
-from deploykit.runtime.kernels.detection import (DetectionArrays, DetectParams, DetectSettings, check_geometry,
+from deploykit.kernels import sources
+from deploykit.kernels.detection import (DetectionArrays, DetectParams, DetectSettings, check_geometry,
                                                  check_head, make_detect_params, split_outputs)
-from deploykit.runtime.kernels.params import PreprocessParams, check_images, make_params
+from deploykit.kernels.params import PreprocessParams, check_images, make_params
 from deploykit.zoo.base import Preprocess
 
 # -ffp-contract=off: no fused multiply-add, matching nvcc/NVRTC --fmad=false, so host and

@@ -25,7 +25,7 @@ from types import ModuleType
 
 from deploykit.errors import DeployKitError
 from deploykit.lazy import lazy_import
-from deploykit.runtime.kernels import sources
+from deploykit.kernels import sources
 
 OPTIONS = ("--fmad=false", "--std=c++17")  # --fmad=false: round like the host build
 

@@ -9,7 +9,7 @@ from deploykit.data import batches, load_dataset
 from deploykit.graph.costs import CostModel
 from deploykit.graph.groups import ModelGraph
 from deploykit.importance import ScoringContext
-from deploykit.importance.blend import POOL, BlendedCriteria, blend, cluster_criteria, normalized_ranks
+from deploykit.select.blend import POOL, BlendedCriteria, blend, cluster_criteria, normalized_ranks
 from deploykit.select import SelectConfig, Target
 from deploykit.select.evolution import EAConfig
 from deploykit.train.distributed import Dist

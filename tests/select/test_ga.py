@@ -8,6 +8,7 @@ import torch
 from deploykit.graph.costs import CostModel
 from deploykit.graph.groups import ModelGraph
 from deploykit.importance import ScoringContext, get_criterion
+from deploykit.select import ga  # noqa: F401  (registers the "ga" criterion)
 from deploykit.select import SelectConfig, Target
 from deploykit.train.distributed import Dist
 from tests.models import TwoRes, randomize_bn

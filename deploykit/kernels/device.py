@@ -1,5 +1,5 @@
 """The CUDA kernels on a GPU: compiled by NVRTC for the device's own SM, launched through
-:mod:`deploykit.runtime.cuda`. Same signatures as the host backend (NumPy in and out);
+:mod:`deploykit.cuda`. Same signatures as the host backend (NumPy in and out);
 :class:`DeviceKernels` also offers device-pointer variants for the TensorRT path, where
 the preprocessed tensor never leaves the GPU.
 
@@ -21,11 +21,11 @@ from types import ModuleType
 import numpy as np
 
 from deploykit.errors import DeployKitError
-from deploykit.runtime.cuda import CudaApi, cuda_api, gpu_status
-from deploykit.runtime.kernels.detection import (DetectionArrays, DetectSettings, check_geometry, check_head,
+from deploykit.cuda import CudaApi, cuda_api, gpu_status
+from deploykit.kernels.detection import (DetectionArrays, DetectSettings, check_geometry, check_head,
                                                  make_detect_params, split_outputs)
-from deploykit.runtime.kernels.nvrtc import compile_cubin
-from deploykit.runtime.kernels.params import check_images, make_params
+from deploykit.kernels.nvrtc import compile_cubin
+from deploykit.kernels.params import check_images, make_params
 from deploykit.zoo.base import Preprocess
 
 log = logging.getLogger(__name__)
@@ -170,7 +170,7 @@ class DeviceKernels:
 def kernels() -> DeviceKernels | ModuleType:
     """The process-wide kernels for device 0 (compiled and loaded once), or the host
     kernels when NVRTC is missing or cannot target this GPU (one logged line)."""
-    from deploykit.runtime.kernels import cpu_backend, nvrtc
+    from deploykit.kernels import cpu_backend, nvrtc
 
     status = nvrtc.probe()
     reason = None if status.ok else status.reason

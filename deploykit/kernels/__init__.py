@@ -17,9 +17,9 @@ from types import ModuleType
 from deploykit.registry import Registry
 
 BACKENDS: Registry[str] = Registry("kernel backend")
-BACKENDS.register("host", "deploykit.runtime.kernels.host")
-BACKENDS.register("reference", "deploykit.runtime.kernels.reference")
-BACKENDS.register("cuda", "deploykit.runtime.kernels.device")
+BACKENDS.register("host", "deploykit.kernels.host")
+BACKENDS.register("reference", "deploykit.kernels.reference")
+BACKENDS.register("cuda", "deploykit.kernels.device")
 
 
 def backend(name: str) -> ModuleType:
@@ -29,6 +29,6 @@ def backend(name: str) -> ModuleType:
 
 def cpu_backend() -> ModuleType:
     """The host library when it builds here, else the NumPy reference (same math)."""
-    from deploykit.runtime.kernels import host
+    from deploykit.kernels import host
 
     return host if host.available() else backend("reference")

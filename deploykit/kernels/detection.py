@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from deploykit.errors import DeployKitError
-from deploykit.runtime.kernels.params import Geometry
+from deploykit.kernels.params import Geometry
 
 GEOMETRY_FIELDS = 6  # top, left, scale_y, scale_x, src_h, src_w (DK_GEOM_* in nms.h)
 

@@ -19,7 +19,7 @@ HEADERS = ("common.h", "preprocess.h", "postprocess.h", "nms.h")
 CUDA_SOURCES = ("preprocess.cu", "postprocess.cu", "nms.cu")
 HOST_SOURCE = "host.cpp"
 
-_REPO_ROOT = Path(__file__).resolve().parents[3]
+_REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def kernels_dir() -> Path:
