@@ -38,7 +38,7 @@ from deploykit.select.latency_aim import LatencyAim
 from deploykit.select.targets import LATENCY_TARGET
 from deploykit.train.checkpoint import CheckpointDir, check_plan, restore_plan
 from deploykit.train.distributed import Dist, process_group, synchronized_batchnorm
-from deploykit.train.job import Job, JobHooks, PruneState
+from deploykit.train.job import Job, JobHooks, Pace, PruneState
 from deploykit.train.loop import TASKS, Task, Trainer, TrainConfig, recalibrate_bn
 from deploykit.train.stream import BatchStream
 from deploykit.zoo import build_model, check_input, parse_shape
@@ -140,9 +140,9 @@ class _Run(JobHooks):
         sel = cfg.selection
         job = Job(model=model, graph=graph, cost_model=cost_model, criterion=criterion,
                   scoring=ScoringContext(model, graph, loss_fn=self.task.scoring_loss(model), all_reduce=d.all_reduce),
-                  select=sel_cfg, comparable=criterion.comparable, dist=d, trainer=trainer, stream=stream, total=total,
-                  lr=cfg.training.lr, interval=sel.interval, channels_per_step=sel.channels_per_step,
-                  prune_within=sel.prune_within, state=state,
+                  select=sel_cfg, comparable=criterion.comparable, dist=d, trainer=trainer, stream=stream,
+                  pace=Pace(total=total, lr=cfg.training.lr, interval=sel.interval,
+                            channels_per_step=sel.channels_per_step, prune_within=sel.prune_within), state=state,
                   calibration=self._calibration, hooks=self)
         if latency is not None and state.pruned_at is None:
             job.latency = self._latency_aim(latency, graph)

@@ -183,7 +183,7 @@ class DCFFSchedule:
             raise DeployKitError("dcff cannot resume from a checkpoint (the fused banks are not checkpointed); "
                                  "rerun without --resume")
         job.checkpoints = False  # the banks are not part of the pruned architecture
-        t0 = crit.temperature(0, job.total)
+        t0 = crit.temperature(0, job.pace.total)
         crit.t = t0
         scores = score_groups(crit, job.scoring)
         sel = select_global(job.cost_model, scores, job.select, comparable=crit.comparable)
@@ -191,12 +191,12 @@ class DCFFSchedule:
         crit.fusion = fusion  # the training step enters crit.observe(), which routes through the fusion
         job.latency = None  # the fusion is built for this removal: no further removal after timing
         job.pruning_done()
-        every = max(1, job.total // crit.updates)
-        while job.state.iteration < job.total:
+        every = max(1, job.pace.total // crit.updates)
+        while job.state.iteration < job.pace.total:
             it = job.state.iteration
             if it and it % every == 0:
-                fusion.update(crit.temperature(it, job.total), reselect=crit.reselect)
-            loss = job.train_step(cosine_lr(it, job.total, job.lr), observe=True)
+                fusion.update(crit.temperature(it, job.pace.total), reselect=crit.reselect)
+            loss = job.train_step(cosine_lr(it, job.pace.total, job.pace.lr), observe=True)
             job.step_done(loss)
         fusion.update(crit.t_end)  # one-hot proxies: the kept filters themselves, now plain weights
         crit.fusion = None

@@ -101,9 +101,9 @@ class JobHooks:
         """Write a checkpoint now (when checkpointing is on)."""
 
 
-@dataclass
-class Job:
-    """A model being pruned toward cost targets, and the means to train it.
+@dataclass(frozen=True)
+class Pace:
+    """How far and how fast a schedule goes.
 
     Attributes:
         total: the fine-tuning budget in iterations (0: no training).
@@ -112,6 +112,21 @@ class Job:
             remove ``channels_per_step`` chunks (a chunk is one channel, or ``round_to``).
         prune_within: progressive pruning: finish within this fraction of the budget
             (removals grow as needed); None: no deadline.
+    """
+
+    total: int = 0
+    lr: float = 0.01
+    interval: int = 10
+    channels_per_step: int = 1
+    prune_within: float | None = None
+
+
+@dataclass
+class Job:
+    """A model being pruned toward cost targets, and the means to train it.
+
+    Attributes:
+        pace: the budget and the progressive schedule's pacing.
         calibration: fresh calibration batches for criteria that score before training.
         hooks: what the caller does when the targets are met, after each iteration, and when a
             checkpoint is asked for.
@@ -131,11 +146,7 @@ class Job:
     dist: Dist
     trainer: Trainer | None = None
     stream: BatchStream | None = None
-    total: int = 0
-    lr: float = 0.01
-    interval: int = 10
-    channels_per_step: int = 1
-    prune_within: float | None = None
+    pace: Pace = field(default_factory=Pace)
     calibration: Callable[[], Iterable[Batch]] | None = None
     hooks: JobHooks = field(default_factory=JobHooks)
     checkpoints: bool = True
@@ -273,7 +284,7 @@ class Job:
 
     def finetune(self, lr_at: Callable[[int], float]) -> None:
         """Train with learning rate ``lr_at(iteration)`` until the budget is spent."""
-        while self.state.iteration < self.total:
+        while self.state.iteration < self.pace.total:
             loss = self.train_step(lr_at(self.state.iteration))
             self.step_done(loss)
 

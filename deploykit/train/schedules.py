@@ -61,7 +61,7 @@ class OneShot:
             job.remove(scores)
             job.pruning_done(scores)  # measured slower than predicted: more of the same ranking goes
             job.save()  # a checkpoint here spares a resumed run the calibration
-        job.finetune(lambda it: cosine_lr(it, job.total, job.lr))
+        job.finetune(lambda it: cosine_lr(it, job.pace.total, job.pace.lr))
 
 
 @SCHEDULES.register("progressive")
@@ -75,8 +75,8 @@ class Progressive:
             if self.done(job):
                 job.pruning_done()
                 break
-            loss = job.train_step(job.lr, observe=True)
-            if job.state.iteration % job.interval == 0:
+            loss = job.train_step(job.pace.lr, observe=True)
+            if job.state.iteration % job.pace.interval == 0:
                 scores = job.scores()
                 removed = job.remove(scores, max_chunks=self.chunks(job, scores))
                 job.criterion.reset()
@@ -85,7 +85,7 @@ class Progressive:
                     job.pruning_done()  # raises when nothing is left to remove and a target is unmet
             job.step_done(loss)
         start = job.state.pruned_at or 0
-        job.finetune(lambda it: cosine_lr(it - start, job.total - start, job.lr))
+        job.finetune(lambda it: cosine_lr(it - start, job.pace.total - start, job.pace.lr))
 
     @staticmethod
     def done(job: Job) -> bool:
@@ -101,10 +101,10 @@ class Progressive:
         under the current scores) are spread over the removals left before
         ``F × budget`` iterations, so pruning ends in time whatever the scores.
         """
-        n = job.channels_per_step
-        if job.prune_within is None:
+        n = job.pace.channels_per_step
+        if job.pace.prune_within is None:
             return n
-        end = job.prune_within * job.total
-        left = max(1, math.floor((end - job.state.iteration) / job.interval) + 1)
+        end = job.pace.prune_within * job.pace.total
+        left = max(1, math.floor((end - job.state.iteration) / job.pace.interval) + 1)
         needed = job.chunks_to_target(scores)
         return max(n, math.ceil(needed / left))

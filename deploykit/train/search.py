@@ -65,4 +65,4 @@ class Search:
             apply_removal(job, crit.select(job))
             job.pruning_done()
             job.save()
-        job.finetune(lambda it: cosine_lr(it, job.total, job.lr))
+        job.finetune(lambda it: cosine_lr(it, job.pace.total, job.pace.lr))

@@ -11,7 +11,7 @@ from deploykit.graph.groups import ModelGraph
 from deploykit.importance import ScoringContext, get_criterion
 from deploykit.select import SelectConfig, Target
 from deploykit.train.distributed import Dist
-from deploykit.train.job import Job
+from deploykit.train.job import Job, Pace
 from deploykit.train.loop import Trainer, TrainConfig, cosine_lr, kd_loss
 from deploykit.train.schedules import SCHEDULES
 from deploykit.train.stream import BatchStream
@@ -36,8 +36,8 @@ def _job(schedule, interval=3, per_step=1, total=40, target=0.8, within=None):
     crit.reset = lambda: (resets.append(job.state.iteration), reset())[1]
     job = Job(model=model, graph=graph, cost_model=CostModel(graph), criterion=crit, scoring=ScoringContext(model, graph),
               select=SelectConfig([Target("macs", target)]), comparable=True, dist=Dist(), trainer=trainer,
-              stream=BatchStream(ds, PRE, 16, seed=0), total=total, lr=0.05, interval=interval, channels_per_step=per_step,
-              prune_within=within,
+              stream=BatchStream(ds, PRE, 16, seed=0),
+              pace=Pace(total=total, lr=0.05, interval=interval, channels_per_step=per_step, prune_within=within),
               calibration=lambda: [ds_batch(ds)])
     job.spy = {"lrs": lrs, "adds": adds, "resets": resets}
     return job
@@ -52,7 +52,7 @@ def test_progressive_removes_one_channel_every_interval_until_the_target_then_fi
     job = _job("progressive", interval=3)
     SCHEDULES.get("progressive")().run(job)
     st = job.state
-    assert job.targets_met() and st.pruned_at is not None and 0 < st.pruned_at <= job.total
+    assert job.targets_met() and st.pruned_at is not None and 0 < st.pruned_at <= job.pace.total
     its = [r[0] for r in st.removals]
     assert its == list(range(3, st.pruned_at + 1, 3))  # one removal every 3 iterations, none after the target
     assert all(len(r[2]) == 1 for r in st.removals)  # the single lowest-scoring channel each time
@@ -60,9 +60,9 @@ def test_progressive_removes_one_channel_every_interval_until_the_target_then_fi
     assert job.spy["resets"] == its
     assert job.spy["adds"] == list(range(st.pruned_at))  # observed while pruning only, one add per step
     lrs = job.spy["lrs"]
-    assert len(lrs) == job.total == st.iteration
+    assert len(lrs) == job.pace.total == st.iteration
     assert lrs[: st.pruned_at] == [0.05] * st.pruned_at
-    rest = job.total - st.pruned_at
+    rest = job.pace.total - st.pruned_at
     assert lrs[st.pruned_at:] == [cosine_lr(i, rest, 0.05) for i in range(rest)]
     assert sum(len(r[2]) for r in st.removals) == job.removed_channels > 0
 
