@@ -221,7 +221,8 @@ def compress(reporter: Reporter | None = None, **kwargs: Any) -> dict[str, Any]:
 
 
 def criteria_names() -> list[str]:
-    """Registered criterion names."""
+    """Every criterion name ``compress`` accepts (the scoring criteria and the searches, ``blend`` and ``ga``)."""
     from deploykit.importance import CRITERIA
+    from deploykit.train import search  # noqa: F401  (registers the criteria that are searches)
 
     return CRITERIA.names()

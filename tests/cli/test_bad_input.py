@@ -4,7 +4,7 @@ import pytest
 from safetensors.torch import save_file
 
 from deploykit.cli.main import main
-from deploykit.importance import CRITERIA
+from deploykit.compression import criteria_names
 
 
 def run_bad(args, capsys):
@@ -27,7 +27,7 @@ def compress_args(out, *extra):
         (["inspect", "torchvision:resnet81"], "did you mean 'resnet18'"),
         (["inspect", "nosuchfamily"], "unknown model spec 'nosuchfamily'; valid: cifar:NAME"),
         (["compress", "cifar:resnet20", "--target-macs", "0.5", "--criterion", "fishr", "--out", "{out}"],
-         "unknown criterion 'fishr' (did you mean 'fisher'?); valid: " + ", ".join(sorted(CRITERIA))),
+         "unknown criterion 'fishr' (did you mean 'fisher'?); valid: " + ", ".join(criteria_names())),
         (["compress", "cifar:resnet20", "--target-macs", "1.5", "--out", "{out}"], "--target-macs 1.5 is outside (0, 1]"),
         (["compress", "cifar:resnet20", "--target-macs", "0", "--out", "{out}"], "--target-macs 0.0 is outside (0, 1]"),
         (compress_args("{out}", "--data", "mnist:/x"), "unknown data spec 'mnist:/x'; valid: cifar10:DIR"),

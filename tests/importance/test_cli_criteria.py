@@ -10,6 +10,7 @@ import json
 import pytest
 
 from deploykit.cli.main import main
+from deploykit.compression import criteria_names
 from deploykit.importance import CRITERIA
 
 DEFAULT = {"lasso"}
@@ -22,7 +23,7 @@ def _run(args, capsys):
     return code, cap.err
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=() if n in DEFAULT else pytest.mark.slow) for n in CRITERIA.names()])
+@pytest.mark.parametrize("name", [pytest.param(n, marks=() if n in DEFAULT else pytest.mark.slow) for n in criteria_names()])
 def test_criterion_end_to_end_on_resnet20(name, data_dir, resnet20_weights, tmp_path, capsys):
     art, rep = tmp_path / "art", tmp_path / "compress.json"
     code, err = _run(["compress", "cifar:resnet20", "--weights", resnet20_weights, "--data", f"cifar10:{data_dir / 'cifar10'}",
