@@ -3,7 +3,7 @@
 For every model, in its own process (random weights: speed and structure, not accuracy):
 
 * inspect: groups, prunable, left whole and why (the self-check included: pruned == masked);
-* deploykit: ``compress SPEC --target-macs 0.5 --criterion l2`` (default round-to 16), export to
+* deploykit: ``compress SPEC --target-macs 0.5 --criterion l2`` (default round-to 8), export to
   ONNX with the parity check, and the plan's own verification;
 * Torch-Pruning 1.6: ``BasePruner`` + ``GroupMagnitudeImportance(p=2)``, ``round_to=8``, the
   output layers ignored, the uniform ratio bisected to at most the same MACs: its pruned model
@@ -209,7 +209,7 @@ def markdown(rows: list[dict], missing: list[str], args: argparse.Namespace) -> 
     lines = ["# Models users bring: timm and Ultralytics YOLO at half the MACs", "",
              *provenance(f"python benchmarks/zoo_external.py --runs {args.runs} --threads {args.threads}", VERSION),
              f"Random weights. Inputs: timm {SHAPES['timm']}, YOLO {SHAPES['ultralytics']} (small, for this 2-core "
-             "machine). deploykit: `compress --target-macs 0.5 --criterion l2` (default round-to), then export with parity. "
+             "machine). deploykit: `compress --target-macs 0.5 --criterion l2` (round-to 8), then export with parity. "
              "Torch-Pruning 1.6: GroupMagnitudeImportance(p=2), round_to=8, output layers ignored, uniform ratio "
              f"bisected to ≤ the same MACs. Latency: ONNX Runtime CPU, {args.threads} thread, batch 1, base/deploykit/"
              f"Torch-Pruning interleaved, {args.runs} timed runs after 10 warm-ups, p50 ratio. Efficiency = (1 − latency "

@@ -3,10 +3,9 @@
 For every model, in its own process:
 
 * deploykit: exactly ``deploykit compress SPEC --target-macs 0.5 --criterion l2`` (the default
-  normalization and round-to 16); its wall time and the process's peak memory are recorded.
+  normalization and round-to 8); its wall time and the process's peak memory are recorded.
 * Torch-Pruning 1.6, at its best for speed: ``BasePruner`` with ``GroupMagnitudeImportance(p=2)``,
-  ``round_to=8`` (its own option for kernel-friendly widths) and ``round_to=16`` (the multiple
-  deploykit defaults to, given to it too), the final classifier ignored,
+  ``round_to=8`` (its own option for kernel-friendly widths), the final classifier ignored,
   and deploykit's pruner for the CIFAR ResNets' option-A shortcut (without it Torch-Pruning
   cannot prune them); the uniform ratio is bisected until the MACs are at most the target.
   Its defaults (no ``round_to``) are a second row. Its graph-build + prune time at the final
@@ -43,7 +42,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _common import code_version, per_model_main, provenance  # noqa: E402
 
-JOB_VERSION = 3
+JOB_VERSION = 2
 CLASSIFIERS = [
     "resnet18", "resnet50", "resnext50_32x4d", "wide_resnet50_2", "vgg11_bn", "mobilenet_v2", "mobilenet_v3_large",
     "mnasnet1_0", "efficientnet_b0", "regnet_y_400mf", "densenet121", "googlenet", "inception_v3", "squeezenet1_1",
@@ -55,7 +54,7 @@ SPECS = [f"torchvision:{n}" for n in CLASSIFIERS] + [
     "cifar:resnet20",
     "cifar:resnet56",
 ]
-TP_ROWS = {"tp-rt8": 8, "tp-rt16": 16, "tp-default": None}
+TP_ROWS = {"tp-rt8": 8, "tp-default": None}
 VERSION = code_version(JOB_VERSION)
 
 
@@ -158,9 +157,8 @@ def markdown(rows: list[dict], missing: list[str], args: argparse.Namespace) -> 
              f"ONNX Runtime CPU, {args.threads} intra-op thread(s), batch 1; every model's ONNX files interleaved, "
              f"{args.runs} timed runs each after 10 warm-up rounds; latency = p50 ratio to the base in the same run. "
              "Random weights (speed only). deploykit: `compress --target-macs 0.5 --criterion l2` (defaults: l2's "
-             "normalization, round-to 16). Torch-Pruning 1.6: `GroupMagnitudeImportance(p=2)`, uniform ratio bisected "
-             "to the same MACs, the option-A shortcut pruner given; `rt8` with `round_to=8`, `rt16` with `round_to=16`, "
-             "`default` without. "
+             "normalization, round-to 8). Torch-Pruning 1.6: `GroupMagnitudeImportance(p=2)`, uniform ratio bisected "
+             "to the same MACs, the option-A shortcut pruner given; `rt8` with `round_to=8`, `default` without. "
              "Efficiency = (1 − latency ratio) / (1 − MACs ratio); for detectors MACs are counted over the exported "
              "backbone + FPN (the timed graph). Compress s / peak MB: deploykit's wall time and the process's peak "
              "memory for the whole compress (graph, ranking, removal; no fine-tuning). TP s: Torch-Pruning's graph "
@@ -168,28 +166,21 @@ def markdown(rows: list[dict], missing: list[str], args: argparse.Namespace) -> 
     if missing:
         lines += [f"**Partial table**: not yet run at this code version: {', '.join(missing)}.", ""]
     lines += ["| model | dk MACs | dk latency | **dk eff.** | compress s | peak MB | TP-rt8 MACs | TP-rt8 latency | "
-              "TP-rt8 eff. | TP s | TP-rt16 MACs | TP-rt16 latency | TP-rt16 eff. | TP-default eff. |",
-              "| --- |" + " ---: |" * 13]
-
-    def tp_cells(c: dict, with_time: bool) -> str:
-        if "macs" not in c:
-            return f"{c.get('error', '–')} | – | –" + (" | –" if with_time else "")
-        cells = f"{fmt(c['macs'])} | {fmt(c.get('latency'))} | {fmt(c.get('efficiency'), 2)}"
-        return cells + (f" | {fmt(c.get('prune_s'), 1)}" if with_time else "")
-
+              "TP-rt8 eff. | TP s | TP-default eff. |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
-        dk, dflt = r["deploykit"], r.get("tp-default", {})
+        dk, rt8, dflt = r["deploykit"], r.get("tp-rt8", {}), r.get("tp-default", {})
+        rt8_cells = (f"{fmt(rt8['macs'])} | {fmt(rt8.get('latency'))} | {fmt(rt8.get('efficiency'), 2)} | "
+                     f"{fmt(rt8.get('prune_s'), 1)}" if "macs" in rt8 else f"{rt8.get('error')} | – | – | –")
         dflt_cell = fmt(dflt.get("efficiency"), 2) if "macs" in dflt else dflt.get("error", "–")
         lines.append(f"| {r['model']} | {fmt(dk['macs'])} | {fmt(dk['latency'])} | **{fmt(dk['efficiency'], 2)}** | "
-                     f"{r['compress_s']:.0f} | {r['compress_peak_mb']} | {tp_cells(r.get('tp-rt8', {}), True)} | "
-                     f"{tp_cells(r.get('tp-rt16', {}), False)} | {dflt_cell} |")
+                     f"{r['compress_s']:.0f} | {r['compress_peak_mb']} | {rt8_cells} | {dflt_cell} |")
     both = [r for r in rows if all("efficiency" in r.get(k, {}) for k in ("deploykit", *TP_ROWS))]
     lines.append("")
     if both:
         med = {k: statistics.median(r[k]["efficiency"] for r in both) for k in ("deploykit", *TP_ROWS)}
         lines.append(f"Median efficiency over the {len(both)} models every row finished: deploykit {med['deploykit']:.2f}, "
-                     f"Torch-Pruning round_to=8 {med['tp-rt8']:.2f}, round_to=16 {med['tp-rt16']:.2f}, "
-                     f"defaults {med['tp-default']:.2f}.")
+                     f"Torch-Pruning round_to=8 {med['tp-rt8']:.2f}, Torch-Pruning defaults {med['tp-default']:.2f}.")
     effs = [r["deploykit"]["efficiency"] for r in rows]
     if effs:
         low = [f"{r['model']} {r['deploykit']['efficiency']:.2f}" for r in rows if r["deploykit"]["efficiency"] < 0.85]

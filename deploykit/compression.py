@@ -60,7 +60,7 @@ class SelectionSettings(StrictConfig):
     targets: dict[str, float] = {}
     criterion: str = "fisher"
     normalize: str | None = None
-    round_to: int | Literal["auto"] = 16
+    round_to: int | Literal["auto"] = 8
     max_ratio: float = Field(0.9, gt=0, lt=1, allow_inf_nan=False)
     schedule: str = "oneshot"
     recover: str | None = None

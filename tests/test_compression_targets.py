@@ -144,7 +144,7 @@ def test_progressive_report_and_extra_eval_sets(tmp_path, digits_model):
     assert sum(p.numel() for p in built.model.parameters()) == r["pruned"]["params"]
 
 
-@pytest.mark.parametrize("extra, k, some_unrounded", [([], 16, False), (["--round-to", "32"], 32, True)],
+@pytest.mark.parametrize("extra, k, some_unrounded", [([], 8, False), (["--round-to", "32"], 32, True)],
                          ids=["default", "round-to-32"])
 def test_round_to_keeps_multiples_and_counts_what_it_could_not(extra, k, some_unrounded, tmp_path, digits_model, capsys):
     out = tmp_path / "r"

@@ -1,11 +1,9 @@
 """Will the pruned model get faster by what its MACs cut promises? One line when not.
 
 A cut of the MACs becomes a cut of the latency only where the backend's kernels run the new
-widths as well as the old ones. ONNX Runtime's CPU convolutions pad channels to blocks of 16
-where the CPU has AVX-512 (MLAS's NCHWc layout), TensorRT's INT8 tensor cores want multiples of
-16 (FP16: 8): widths off a multiple of 16 fall off those paths (benchmarks/results/round_to.md:
-ResNet-56 at half the MACs with ``--round-to 8`` runs at 0.741 of the base latency, with 16 at
-0.515), and with ``--round-to 1`` a ResNet-56 at half the MACs runs no faster than the base. Where a latency table or a timing exists, its ratio says so directly; without one,
+widths as well as the old ones. Widths off a multiple of 8 (``--round-to 1``) fall off the
+vectorized and tensor-core paths, and a ResNet-56 at half the MACs then runs no faster than
+the base. Where a latency table or a timing exists, its ratio says so directly; without one,
 the widths are the evidence.
 """
 
@@ -14,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-ALIGN = 16  # the width multiple ONNX Runtime's AVX-512 convolutions and TensorRT's INT8 tensor cores run at full speed
+ALIGN = 8  # the width multiple that CPU SIMD (8 fp32 lanes) and GPU tensor cores run at full speed
 MIN_EFFICIENCY = 0.5  # below half the promised speedup is "by a wide margin"
 MIN_MISALIGNED_SHARE = 0.25
-HINT = "use --round-to 16 (the default), or --normalize latency with a table from deploykit profile"
+HINT = "use --round-to 8 (the default), or --normalize latency with a table from deploykit profile"
 
 
 def efficiency(macs_ratio: float, latency_ratio: float) -> float | None:
