@@ -47,10 +47,7 @@ def _run(path: str, backend: str, batch: int, threads: int | None, runs: int) ->
 
     b = RUNNERS.get(backend)
     with b.threads(threads), b.open(path, threads) as r:
-        # Dynamic sizes: the batch first, 1 elsewhere.
-        feed = {m.name: np.zeros(tuple(batch if k == 0 else (1 if d is None else d) for k, d in enumerate(m.shape)),
-                                 dtype=m.dtype)
-                for m in r.get_input_metadata().values()}
+        feed = {m.name: np.zeros(m.concrete_shape(batch), dtype=m.dtype) for m in r.get_input_metadata().values()}
         for _ in range(runs):
             r.infer(feed)
 

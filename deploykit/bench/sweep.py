@@ -77,8 +77,7 @@ def model_macs(path: str, runner: object) -> int | None:
 def _feed(runner, batch: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     feed = {}
     for m in runner.get_input_metadata().values():
-        shape = tuple(batch if i == 0 else (1 if d is None else d) for i, d in enumerate(m.shape))
-        feed[m.name] = rng.standard_normal(shape).astype(m.dtype)
+        feed[m.name] = rng.standard_normal(m.concrete_shape(batch)).astype(m.dtype)
     runner.check_feed(feed)  # once, outside the timed calls
     return feed
 

@@ -31,6 +31,10 @@ class TensorMeta:
         """JSON form."""
         return {"name": self.name, "dtype": str(np.dtype(self.dtype)), "shape": list(self.shape)}
 
+    def concrete_shape(self, batch: int) -> tuple[int, ...]:
+        """A shape to feed: ``batch`` first, 1 for any other dynamic dimension."""
+        return tuple(batch if i == 0 else (1 if d is None else d) for i, d in enumerate(self.shape))
+
 
 class Runner(abc.ABC):
     """A loaded model: ``infer({name: array}) -> {name: array}`` plus I/O metadata."""
