@@ -50,12 +50,16 @@ def git_commit() -> str:
     return sha + ("+dirty" if dirty else "")
 
 
-def provenance(command: str, version: str) -> list[str]:
-    """Markdown lines: the command, machine, date, code version and library versions."""
+def provenance(command: str, version: str, commit: str | None = None) -> list[str]:
+    """Markdown lines: the command, machine, date, code version and library versions.
+
+    ``commit`` names where the results were computed when that is not this checkout (a table rendered from rows
+    of a pinned worktree); by default this checkout's ``HEAD``.
+    """
     libs = ", ".join(f"{p} {md.version(p)}" for p in LIBRARIES)
     return [f"Command: `{command}`", "",
             f"Machine: {platform.machine()} CPU, {os.cpu_count()} cores; Python {platform.python_version()}; {libs}. "
-            f"Date: {datetime.now(timezone.utc).date()}. Code version {version} (commit {git_commit()}).", ""]
+            f"Date: {datetime.now(timezone.utc).date()}. Code version {version} ({commit or f'commit {git_commit()}'}).", ""]
 
 
 def row_key(version: str, settings: dict[str, Any]) -> str:

@@ -409,6 +409,66 @@ def _ms(values: list[float], nd: int = 2) -> str:
     return f"{statistics.mean(values):.{nd}f} ± {statistics.stdev(values):.{nd}f}"
 
 
+def _row_commits(results: Any) -> str:
+    """Where rows of a pinned code version were computed, for a table rendered from another checkout."""
+    commits = sorted({r["commit"] for r in results if r})
+    return f"rows computed at commit {', '.join(commits) or 'none yet'}; table rendered at commit {git_commit()}"
+
+
+def plot(args: argparse.Namespace, path: Path) -> None:
+    """Top-1 against measured latency ratio for the finished rows of ``--cells``: one panel per test set, a
+    colour per tool, a marker per budget, error bars of one std over seeds, each tool's Pareto front drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    work = Path(args.work)
+    colours = {"deploykit": "tab:blue", "tp": "tab:orange", "control": "tab:gray"}
+    markers = {1.0: "o", 3.0: "s"}
+    points: dict[tuple[str, float, str], list[dict[str, Any]]] = {}
+    for job in grid(args):
+        res = load_result(work, job)
+        if res is None or "latency" not in res:
+            continue
+        points.setdefault((job.row, job.epochs, job.cell), []).append(res)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5), sharex=True)
+    for ax, (key, title) in zip(axes, (("lossless_1k", "lossless 1k"), ("jpeg_10k", "JPEG75 10k"))):
+        fronts: dict[tuple[str, float], list[tuple[float, float]]] = {}
+        for (row, epochs, cell), rs in sorted(points.items()):
+            kind = ROWS[row].kind
+            lat = [r["latency"] for r in rs]
+            top = [r["top1"][key] for r in rs]
+            x, y = statistics.mean(lat), statistics.mean(top)
+            sx, sy = (statistics.stdev(lat), statistics.stdev(top)) if len(rs) > 1 else (0.0, 0.0)
+            ax.errorbar(x, y, xerr=sx, yerr=sy, fmt=markers.get(epochs, "^"), color=colours[kind], capsize=2,
+                        alpha=1.0 if row in ("deploykit", "control") else 0.6)
+            ax.annotate(f"{row} {cell.split('-', 1)[1]}", (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+            fronts.setdefault(("deploykit" if kind == "deploykit" else kind, epochs), []).append((x, y))
+        for (kind, epochs), pts in fronts.items():
+            front, best = [], float("-inf")
+            for x, y in sorted(pts):  # a point is on the front when nothing faster is as accurate
+                if y > best:
+                    front.append((x, y))
+                    best = y
+            if kind != "control" and len(front) > 1:
+                ax.plot(*zip(*front), color=colours[kind], lw=1, ls="-" if epochs == 1.0 else "--")
+        ax.set_title(f"top-1, {title}")
+        ax.set_xlabel("latency ratio to the base (ONNX Runtime CPU, batch 1, 1 thread)")
+        ax.set_ylabel("top-1 (%)")
+        ax.grid(alpha=0.3)
+    handles = [plt.Line2D([], [], color=c, marker="o", ls="", label=k) for k, c in colours.items()]
+    handles += [plt.Line2D([], [], color="k", marker=m, ls="", label=f"{e:g} epoch(s)") for e, m in markers.items()]
+    axes[0].legend(handles=handles, fontsize=8, loc="lower right")
+    fig.suptitle(f"{', '.join(sorted({CELLS[c][0] for c in args.cells.split(',')}))}: deploykit (defaults, blue) "
+                 f"vs Torch-Pruning (orange), mean ± std over seeds {args.seeds}; code version {VERSION}", fontsize=9)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+
+
 def render(args: argparse.Namespace) -> str:
     work = Path(args.work)
     jobs = grid(args)
@@ -419,7 +479,8 @@ def render(args: argparse.Namespace) -> str:
     lines = [
         "# deploykit (defaults) vs Torch-Pruning (best settings): CIFAR ResNets at equal MACs / latency",
         "",
-        *provenance(" ".join([".venv/bin/python", "benchmarks/headtohead.py", *sys.argv[1:]]), VERSION),
+        *provenance(" ".join([".venv/bin/python", "benchmarks/headtohead.py", *sys.argv[1:]]), VERSION,
+                    _row_commits(results.values()) if args.code_version else None),
         "One torch thread per row, `--workers` rows at a time, on a machine other jobs may share: latency is "
         "interleaved with the base in the same process, so load largely cancels in the ratio, but not entirely.",
         "",
@@ -462,7 +523,7 @@ def render(args: argparse.Namespace) -> str:
 
 
 def main() -> None:
-    global DATA, RESULTS
+    global DATA, RESULTS, VERSION
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=SHARED)
     p.add_argument("--work", default="/tmp/dk-h2h", help="Artifacts, ONNX files and logs (large, not committed).")
@@ -475,10 +536,15 @@ def main() -> None:
     p.add_argument("--cache", help="DEPLOYKIT_CACHE for the rows (the latency table is measured once there).")
     p.add_argument("--render", action="store_true", help="Write the table from the finished rows only.")
     p.add_argument("--out", type=Path, help="Markdown file for --render (default: stdout).")
+    p.add_argument("--plot", type=Path, help="With --render: also draw top-1 against latency (PNG) from the same rows.")
+    p.add_argument("--code-version", help="With --render: the code version whose rows to read (a grid run from a "
+                   "pinned worktree) instead of this checkout's; the table names the rows' commits.")
     p.add_argument("--job", help=argparse.SUPPRESS)
     p.add_argument("--phase", default="train", help=argparse.SUPPRESS)
     args = p.parse_args()
     DATA, RESULTS = args.data, args.results
+    if args.code_version:
+        VERSION = args.code_version
     if args.job:
         one(Job(**json.loads(args.job)), Path(args.work), args.data, args.phase)
         return
@@ -491,6 +557,8 @@ def main() -> None:
             args.out.write_text(text + "\n")
         else:
             print(text)
+        if args.plot:
+            plot(args, args.plot)
         return
     run_grid(args)
 
