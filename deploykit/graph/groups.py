@@ -56,6 +56,9 @@ class Group:
         channels: the group's current channel count.
         kept: original indices of the channels still present.
         atoms: original indices that can only be removed together (singletons by default).
+        segments: the group's channels at trace time, split by the layers they reach; more
+            than one where a split, a chunk or a partial-channel op sends pieces of the group to
+            different layers, each piece a layer's width of its own.
         prunable: whether deploykit will remove channels from it.
         reason: why not, when not prunable.
     """
@@ -67,6 +70,7 @@ class Group:
     items: list[Item] = field(repr=False)
     atoms: list[list[int]] = field(default_factory=list, repr=False)
     ties: list[tuple[int, int]] = field(default_factory=list, repr=False)
+    segments: list[list[int]] = field(default_factory=list, repr=False)
     prunable: bool = True
     reason: str | None = None
 
@@ -266,6 +270,7 @@ class ModelGraph:
                     seen.add(it.module)
             g = Group(name, m, channels, list(range(channels)), items, ties=ties)
             g.atoms = _atoms(g)
+            g.segments = _segments(g)
             g.prunable, g.reason = (False, unfollowed) if unfollowed else self._check(g)
             groups.append(g)
         return groups
@@ -379,3 +384,23 @@ def _atoms(g: Group) -> list[list[int]]:
     for c in g.kept:
         atoms.setdefault(find(c), []).append(c)
     return sorted(atoms.values())
+
+
+def _segments(g: Group) -> list[list[int]]:
+    """The group's channels partitioned by the set of layers that hold them (at trace time).
+
+    A group whose every layer holds every channel is one segment. Where a split or chunk sends
+    pieces to different layers (MixNet's mixed depthwise convs, C2f's halves), each piece is a
+    segment: a layer of its own whose width the selection rounds separately.
+    """
+    reach: dict[int, list[int]] = {c: [] for c in g.kept}
+    for i, it in enumerate(g.items):
+        if it.module is None:
+            continue
+        for c in set(it.root_idxs):
+            if c in reach:
+                reach[c].append(i)
+    pieces: dict[tuple[int, ...], list[int]] = {}
+    for c in g.kept:
+        pieces.setdefault(tuple(reach[c]), []).append(c)
+    return sorted(pieces.values())

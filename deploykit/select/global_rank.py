@@ -88,24 +88,40 @@ def _min_keep(channels: int, cfg: SelectConfig) -> int:
 
 
 class _GroupState:
-    """A group's atoms in removal order and how many are gone."""
+    """A group's atoms in removal order and how many are gone.
+
+    A group whose pieces reach different layers (``segments``: a split's or a chunk's pieces)
+    is rounded piece by piece: every chunk keeps each piece's width a multiple of k and at least
+    its own minimum, so no layer is left at an odd width or emptied. The chunks are then planned
+    up front, the cheapest next chunk of any piece first.
+    """
 
     def __init__(self, atoms: list[list[int]], scores: torch.Tensor, kept: list[int], min_keep: int, k: int,
-                 allowed: set[int] | None = None) -> None:
+                 allowed: set[int] | None = None, segments: list[tuple[list[int], int]] | None = None) -> None:
         pos = {c: i for i, c in enumerate(kept)}
         mean = [float(scores[[pos[c] for c in a]].mean()) for a in atoms]
         order = sorted(range(len(atoms)), key=lambda i: (mean[i], atoms[i][0]))
         self.atoms = [atoms[i] for i in order]
-        self.sums = [float(scores[[pos[c] for c in self.atoms[i]]].sum()) for i in range(len(atoms))]
         self.width = len(kept)
         self.removed = 0
         self.min_keep = min_keep
         self.k = k
         self.allowed = allowed
         self.chunks: list[int] = []  # atoms per chunk removed so far, in order
+        # Atoms per planned chunk (piece-wise rounding), or None: chunks found as they are taken.
+        self.plan: list[int] | None = None
+        if segments is not None and len(segments) > 1 and allowed is None:
+            self.atoms, self.plan = _plan_pieces(self.atoms, [mean[i] for i in order], segments, k)
+        self.sums = [float(scores[[pos[c] for c in a]].sum()) for a in self.atoms]
 
     def step(self, k: int | None = None, min_keep: int | None = None) -> int:
         """Atoms the next chunk removes: the fewest that leave a width ≥ min_keep and a multiple of k."""
+        if self.plan is not None and k is None:
+            i = len(self.chunks)
+            if i >= len(self.plan):
+                return 0
+            n = self.plan[i]
+            return n if self.width - self.channels(n) >= (self.min_keep if min_keep is None else min_keep) else 0
         k = self.k if k is None else k
         min_keep = self.min_keep if min_keep is None else min_keep
         w = self.width
@@ -122,6 +138,64 @@ class _GroupState:
 
     def score(self, n: int) -> float:
         return sum(self.sums[self.removed : self.removed + n])
+
+
+def _plan_pieces(atoms: list[list[int]], mean: list[float], segments: list[tuple[list[int], int]],
+                 k: int) -> tuple[list[list[int]], list[int]]:
+    """Atoms reordered into chunks that keep every piece a multiple of ``k`` wide, and the chunk sizes.
+
+    Pieces an atom spans move together (a chunk's halves stay equal), so they are planned as
+    one cluster; within a cluster atoms go in score order, and a chunk ends at the first atom
+    that leaves every piece of the cluster at a multiple of ``k``. Clusters' chunks are merged,
+    the lowest mean score first. Atoms no chunk can take (a piece at its minimum) go last.
+
+    Args:
+        atoms: the group's atoms, lowest score first; ``mean``: their mean scores.
+        segments: each piece's channels and the fewest it keeps.
+    """
+    seg_of = {c: si for si, (chans, _) in enumerate(segments) for c in chans}
+    parent = list(range(len(segments)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for a in atoms:
+        for c in a[1:]:
+            parent[find(seg_of[c])] = find(seg_of[a[0]])
+    # Each cluster's chunks in its own score order: (mean score per channel, atom indices).
+    pending: dict[int, list[tuple[float, list[int]]]] = {}
+    for root in sorted({find(i) for i in range(len(segments))}):
+        members = [i for i in range(len(segments)) if find(i) == root]
+        w = {i: len(segments[i][0]) for i in members}
+        run: list[int] = []
+        for ai, a in enumerate(atoms):
+            if find(seg_of[a[0]]) != root:
+                continue
+            for c in a:
+                w[seg_of[c]] -= 1
+            if any(w[i] < segments[i][1] for i in members):
+                break
+            run.append(ai)
+            if all(w[i] % k == 0 for i in members):
+                size = sum(len(atoms[j]) for j in run)
+                pending.setdefault(root, []).append((sum(mean[j] * len(atoms[j]) for j in run) / size, run))
+                run = []
+    order: list[list[int]] = []
+    plan: list[int] = []
+    heads = {r: 0 for r in pending}
+    while heads:  # merge: the cheapest next chunk of any cluster
+        r = min(heads, key=lambda r: (pending[r][heads[r]][0], r))
+        run = pending[r][heads[r]][1]
+        order += [atoms[j] for j in run]
+        plan.append(len(run))
+        heads[r] += 1
+        if heads[r] == len(pending[r]):
+            del heads[r]
+    used = {j for runs in pending.values() for _, run in runs for j in run}
+    return order + [a for j, a in enumerate(atoms) if j not in used], plan
 
 
 def select_global(
@@ -150,7 +224,10 @@ def select_global(
         # Limits refer to the width when the graph was traced, so repeated calls (progressive pruning) never compound.
         full = cost_model.full[gi]
         allowed = set(cfg.ladders[g.id]) if cfg.ladders is not None and g.id in cfg.ladders else None
-        st = _GroupState(g.atoms or [[c] for c in g.kept], s, g.kept, _min_keep(full, cfg), cfg.round_to, allowed)
+        kept = set(g.kept)
+        segments = [([c for c in seg if c in kept], _min_keep(len(seg), cfg)) for seg in g.segments]
+        st = _GroupState(g.atoms or [[c] for c in g.kept], s, g.kept, _min_keep(full, cfg), cfg.round_to, allowed,
+                         segments)
         unrounded_keep = _min_keep(full, replace(cfg, round_to=1))
         if cfg.round_to > 1 and st.step() == 0 and st.step(1, unrounded_keep) > 0:
             sel.unrounded[g.id] = (
