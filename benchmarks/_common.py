@@ -62,6 +62,31 @@ def provenance(command: str, version: str, commit: str | None = None) -> list[st
             f"Date: {datetime.now(timezone.utc).date()}. Code version {version} ({commit or f'commit {git_commit()}'}).", ""]
 
 
+def export_round_to_variants(spec: str, target: float, round_tos: tuple[int, ...], tmp: Path
+                             ) -> tuple[dict[str, Path], dict[str, dict[str, Any]]]:
+    """The base and ``compress --target-macs target --criterion l2 --round-to R`` for each R, exported to ONNX.
+
+    Returns:
+        ONNX paths by ``base`` / ``rtR``, and per ``rtR`` its MACs ratio or the error that stopped it.
+    """
+    import deploykit
+    from deploykit.export.onnx import export_onnx
+    from deploykit.zoo import build_model
+
+    paths, out = {"base": tmp / "base.onnx"}, {}
+    export_onnx(build_model(spec, pretrained=False), paths["base"])
+    for r in round_tos:
+        try:
+            report = deploykit.compress(model=spec, out=str(tmp / f"rt{r}"), target_macs=target, criterion="l2", round_to=r)
+        except Exception as e:  # noqa: BLE001 - recorded as this setting's failure
+            out[f"rt{r}"] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:100]}"}
+            continue
+        paths[f"rt{r}"] = tmp / f"rt{r}.onnx"
+        export_onnx(deploykit.load(str(tmp / f"rt{r}")), paths[f"rt{r}"])
+        out[f"rt{r}"] = {"macs": report["ratios"]["macs"]}
+    return paths, out
+
+
 def row_key(version: str, settings: dict[str, Any]) -> str:
     """A file-name-safe key of ``settings`` at ``version``."""
     digest = hashlib.sha256(json.dumps({"version": version, **settings}, sort_keys=True).encode()).hexdigest()[:10]

@@ -22,7 +22,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import code_version, per_model_main, provenance  # noqa: E402
+from _common import code_version, export_round_to_variants, per_model_main, provenance  # noqa: E402
 
 JOB_VERSION = 1
 ROUND_TO = (8, 16)
@@ -42,26 +42,12 @@ def nchwc_block() -> int:
 
 def job(spec: str, target: float, runs: int, threads: int) -> dict[str, Any]:
     """One model: compress at each round-to, export, time all interleaved with the base."""
-    import deploykit
     from deploykit.bench.latency import bench_onnx
-    from deploykit.export.onnx import export_onnx
-    from deploykit.zoo import build_model
 
     row: dict[str, Any] = {"model": spec, "nchwc_block": nchwc_block()}
     with tempfile.TemporaryDirectory(prefix="dk-rt-") as tmp_:
-        tmp = Path(tmp_)
-        paths = {"base": tmp / "base.onnx"}
-        export_onnx(build_model(spec, pretrained=False), paths["base"])
-        for r in ROUND_TO:
-            out = tmp / f"rt{r}"
-            try:
-                report = deploykit.compress(model=spec, out=str(out), target_macs=target, criterion="l2", round_to=r)
-            except Exception as e:  # noqa: BLE001 - recorded as this setting's failure
-                row[f"rt{r}"] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:100]}"}
-                continue
-            paths[f"rt{r}"] = tmp / f"rt{r}.onnx"
-            export_onnx(deploykit.load(str(out)), paths[f"rt{r}"])
-            row[f"rt{r}"] = {"macs": report["ratios"]["macs"]}
+        paths, variants = export_round_to_variants(spec, target, ROUND_TO, Path(tmp_))
+        row.update(variants)
         lat = {r.model: r.p50_ms for r in bench_onnx(list(paths.values()), [1], runs=runs, warmup=10, threads=threads)}
     row["p50_ms"] = {k: lat[str(p)] for k, p in paths.items()}
     for k in paths:
