@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import time
 from collections.abc import Iterator
 from typing import Protocol
 
@@ -61,3 +62,23 @@ class RichReporter(Reporter):
 
     def log(self, message: str) -> None:
         self.console.print(message, markup=False, highlight=False)
+
+
+class Timings:
+    """Wall seconds per phase of a run, in the order the phases first ran (report.json ``timings``)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Time the block; a phase entered again adds up."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+
+    def to_dict(self) -> dict[str, float]:
+        """Seconds per phase, rounded to milliseconds."""
+        return {k: round(v, 3) for k, v in self.seconds.items()}

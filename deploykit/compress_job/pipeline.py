@@ -30,7 +30,7 @@ from deploykit.graph.costs import CostModel, measure
 from deploykit.graph.groups import ModelGraph
 from deploykit.importance import ScoringContext
 from deploykit.importance.base import Batch
-from deploykit.progress import Reporter, Task as ProgressTask
+from deploykit.progress import Reporter, Task as ProgressTask, Timings
 from deploykit.prune.artifact import save_artifact
 from deploykit.prune.plan import make_plan
 from deploykit.select import SelectConfig
@@ -68,6 +68,7 @@ class _Run(JobHooks):
         self.pre: Preprocess | None = None  # the model's preprocessing, set in execute()
         self.base_top1: dict[str, float] = {}
         self.bar: ProgressTask | None = None  # the fine-tuning progress bar while the schedule runs
+        self.timings = Timings()
 
     # -- evaluation ------------------------------------------------------------------------------
     def _evaluate_all(self, model: torch.nn.Module) -> dict[str, float]:
@@ -78,14 +79,17 @@ class _Run(JobHooks):
         """Build, check, prune on the schedule, fine-tune, evaluate and (rank 0) write the artifact."""
         cfg, d, rep = self.cfg, self.d, self.rep
         torch.manual_seed(cfg.seed)
-        built = build_model(cfg.model, weights=cfg.weights, input_shape=self.shape)
-        check_input(built)
+        t = self.timings
+        with t.phase("build model"):
+            built = build_model(cfg.model, weights=cfg.weights, input_shape=self.shape)
+            check_input(built)
         model, self.pre = built.model, built.preprocess
         # Classifiers train on labels with cross-entropy; detectors on boxes with their own loss (train/detection.py).
         self.task = TASKS.get(built.task)
         self.task.check_compatible(built, [self.data.train, *self.data.evals.values()])
         example = built.example_input()
-        graph = ModelGraph(built.traced, example, ignore=cfg.ignore)
+        with t.phase("trace graph"):
+            graph = ModelGraph(built.traced, example, ignore=cfg.ignore)
         # Input checks before any work: a checkpoint of other settings or another model, a teacher of other classes.
         ckpt = self.ckpts.latest() if cfg.checkpointing.resume else None
         if ckpt is not None:
@@ -97,19 +101,22 @@ class _Run(JobHooks):
         total = max(1, round(epochs * steps_per_epoch)) if epochs > 0 else 0
         kd_teacher = teacher(cfg, self.shape, model, example) if cfg.training.kd and total > 0 else None
         # Every group checks itself on a copy (pruned == masked); the ones that fail are left whole.
-        with rep.task("checking every group: pruned equals masked", None):
+        with rep.task("checking every group: pruned equals masked", None), t.phase("check groups"):
             verdict = verify.probe(built.traced, example, graph, cfg.ignore, seed=cfg.seed)
         if verdict.failed:
             rep.log(f"{len(verdict.failed)} group(s) left whole, not followed (why: report.json 'verification')")
         unpruned = copy.deepcopy(built.traced).cpu().eval()
-        cost_model = CostModel(graph)
+        with t.phase("cost model"):
+            cost_model = CostModel(graph)
         # --normalize latency, --target-latency, --round-to auto: predictions from the latency table.
-        latency = attach_latency(cost_model, cfg.model, normalize=self.rs.normalize, targets=cfg.selection.targets,
+        with t.phase("latency table"):
+            latency = attach_latency(cost_model, cfg.model, normalize=self.rs.normalize, targets=cfg.selection.targets,
                                  round_to=cfg.selection.round_to, lut=cfg.latency.lut, ignore=cfg.ignore, reporter=rep)
         base_costs = cost_model.base
         round_to, ladders = ladders_for(latency, cfg.selection.round_to)
         sel_cfg = SelectConfig(self.rs.targets, self.rs.normalize, round_to, cfg.selection.max_ratio, ladders=ladders)
-        unrounded = rounding(reachable(cost_model, graph, sel_cfg), graph, cfg.selection.round_to)
+        with t.phase("cost model"):
+            unrounded = rounding(reachable(cost_model, graph, sel_cfg), graph, cfg.selection.round_to)
 
         for path, why in self.ckpts.skipped if cfg.checkpointing.resume else []:
             rep.log(f"not resuming from {path}: {why}")
@@ -117,8 +124,9 @@ class _Run(JobHooks):
             restore_plan(graph, ckpt)  # rebuild the architecture the checkpoint was taken at
             rep.log(f"resuming from {ckpt.path} (iteration {ckpt.iteration})")
         model.to(cfg.device)
-        self.base_top1 = (ckpt.meta.get("base_top1") if ckpt is not None else None) or (
-            self._evaluate_all(model) if cfg.evaluate_base else {})
+        with t.phase("evaluate"):
+            self.base_top1 = (ckpt.meta.get("base_top1") if ckpt is not None else None) or (
+                self._evaluate_all(model) if cfg.evaluate_base else {})
 
         trainer = stream = None
         if total > 0:
@@ -148,14 +156,15 @@ class _Run(JobHooks):
             job.latency = self._latency_aim(latency, graph)
         # No bar when there is nothing to train (one-shot without fine-tuning).
         bar = rep.task("fine-tuning", total) if total else Reporter().task("fine-tuning", None)
-        with bar as self.bar, synchronized_batchnorm(model, d):
+        with bar as self.bar, synchronized_batchnorm(model, d), t.phase("prune and fine-tune"):
             if state.iteration:
                 self.bar.advance(state.iteration)
             self.rs.schedule.run(job)
 
         model.eval()
         model.cpu()
-        final = self._evaluate_all(model)
+        with t.phase("evaluate"):
+            final = self._evaluate_all(model)
         summary = RunSummary(metric=self.task.metric, normalize=self.rs.normalize, schedule=self.rs.schedule_name,
                              recover=self.rs.recover_name, trains_while_pruning=self.rs.schedule.trains_while_pruning,
                              base=base_costs, pruned=measure(built.traced, example), base_top1=self.base_top1,
@@ -167,8 +176,11 @@ class _Run(JobHooks):
         warning = speedup_warning(report, ((full, len(g.kept)) for g, full in zip(graph.groups, graph.full_widths)))
         report["warnings"] = [warning] if warning else []
         # The plan verifies itself before it is written: its removal, on the unpruned model, equals masking.
-        report["verification"] = verification(unpruned, example, cfg.ignore, graph, verdict)
+        with t.phase("verify plan"):
+            report["verification"] = verification(unpruned, example, cfg.ignore, graph, verdict)
         report["seconds"] = round(time.perf_counter() - start, 2)
+        # Where the time went (loading the data and writing the artifact, which holds this report, are not in it).
+        report["timings"] = t.to_dict()
         if d.main:
             plan = make_plan(built, graph, criterion=cfg.selection.criterion, ignore=cfg.ignore)
             owned = self.out.is_dir() and {p.name for p in self.out.iterdir()} <= {CHECKPOINTS}

@@ -32,7 +32,8 @@ def _costs(c: Costs, top1: float | None) -> dict[str, Any]:
 
 def verification(unpruned: torch.nn.Module, example: torch.Tensor, ignore: list[str], graph: ModelGraph,
                  probe: verify.Verdict) -> dict[str, Any]:
-    """The report's ``verification``: the probe of every group, and the plan checked on the unpruned model.
+    """The report's ``verification``: the probe of every group, and the plan checked on the unpruned model
+    (``unpruned``, a copy of the model before pruning, is used up).
 
     Raises:
         RuntimeError: the plan's removal differs from masking on a group the probe passed (a bug; never
@@ -40,7 +41,7 @@ def verification(unpruned: torch.nn.Module, example: torch.Tensor, ignore: list[
     """
     removal = {g.id: set(range(full)) - set(g.kept) for g, full in zip(graph.groups, graph.full_widths)
                if len(g.kept) < full}
-    final = verify.check(unpruned, example, ignore, removal) if removal else verify.Verdict()
+    final = verify.check(unpruned, example, ignore, removal, owned=True) if removal else verify.Verdict()
     if final.failed:
         gid, why = next(iter(final.failed.items()))
         raise RuntimeError(f"the plan does not verify: group {gid} {why}")

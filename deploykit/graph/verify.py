@@ -201,11 +201,14 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 class _Checker:
     """Builds pruned copies of one model and compares each with its masked reference."""
 
-    def __init__(self, model: nn.Module, example: torch.Tensor, ignore: Sequence[str], verdict: Verdict) -> None:
+    def __init__(self, model: nn.Module, example: torch.Tensor, ignore: Sequence[str], verdict: Verdict,
+                 owned: bool = False) -> None:
         # float32: float64 convolutions have no fast CPU kernels (10x slower), and float32's
         # summation-order noise is far below what a wrongly followed construct changes.
-        self.model = copy.deepcopy(model).eval().float()
-        self.ref = copy.deepcopy(self.model)
+        self.model = (model if owned else copy.deepcopy(model)).eval().float()
+        # The reference is the model itself, masked by hooks that every trial removes again: one copy per
+        # trial (the twin it prunes), not two (a VGG-11 is 0.5 GB).
+        self.ref = self.model
         self.x = example[:1].detach().float()
         self.ignore = list(ignore)
         self.verdict = verdict
@@ -341,11 +344,16 @@ def probe(model: nn.Module, example: torch.Tensor, graph: ModelGraph, ignore: Se
     return verdict
 
 
-def check(model: nn.Module, example: torch.Tensor, ignore: Sequence[str], removal: dict[str, set[int]]) -> Verdict:
-    """Check one removal (original channel indices per group) of the unpruned ``model``: the groups at fault."""
+def check(model: nn.Module, example: torch.Tensor, ignore: Sequence[str], removal: dict[str, set[int]],
+          owned: bool = False) -> Verdict:
+    """Check one removal (original channel indices per group) of the unpruned ``model``: the groups at fault.
+
+    With ``owned`` the checker uses ``model`` itself (a private copy the caller will not use again) instead of
+    copying it first.
+    """
     start = time.perf_counter()
     verdict = Verdict()
-    checker = _Checker(model, example, ignore, verdict)
+    checker = _Checker(model, example, ignore, verdict, owned)
     verdict.failed = checker.find({g: set(r) for g, r in removal.items() if r})
     verdict.seconds = time.perf_counter() - start
     return verdict
