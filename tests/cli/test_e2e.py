@@ -30,6 +30,10 @@ def test_compress_export_eval_bench(workdir, capsys, digits_model):
         assert {"params", "macs", "activation_bytes", "top1"} <= set(report[side])
     assert report["pruned"]["macs"] <= 0.5 * report["base"]["macs"]
     assert report["criterion"] == "fisher" and report["seconds"] > 0
+    # Where the time went: every phase of this run, together no more than the whole.
+    t = report["timings"]
+    assert {"build model", "trace graph", "check groups", "prune and fine-tune", "evaluate", "verify plan"} <= set(t)
+    assert t["prune and fine-tune"] > 0 and sum(t.values()) <= report["seconds"]
     assert report["pruned"]["top1"] > 90.0  # digits stay easy at half the MACs after a short fine-tune
     assert "calibrating" in err and "fine-tuning" in err  # progress bars on stderr
 
