@@ -98,8 +98,10 @@ class _GroupState:
 
     def __init__(self, atoms: list[list[int]], scores: torch.Tensor, kept: list[int], min_keep: int, k: int,
                  allowed: set[int] | None = None, segments: list[tuple[list[int], int]] | None = None) -> None:
-        pos = {c: i for i, c in enumerate(kept)}
-        mean = [float(scores[[pos[c] for c in a]].mean()) for a in atoms]
+        # Python floats: indexing the tensor once per atom cost a second per compress on resnet50.
+        by_channel = dict(zip(kept, scores.tolist()))
+        sums = [sum(by_channel[c] for c in a) for a in atoms]
+        mean = [t / len(a) for t, a in zip(sums, atoms)]
         order = sorted(range(len(atoms)), key=lambda i: (mean[i], atoms[i][0]))
         self.atoms = [atoms[i] for i in order]
         self.width = len(kept)
@@ -112,7 +114,7 @@ class _GroupState:
         self.plan: list[int] | None = None
         if segments is not None and len(segments) > 1 and allowed is None:
             self.atoms, self.plan = _plan_pieces(self.atoms, [mean[i] for i in order], segments, k)
-        self.sums = [float(scores[[pos[c] for c in a]].sum()) for a in self.atoms]
+        self.sums = [sum(by_channel[c] for c in a) for a in self.atoms]
 
     def step(self, k: int | None = None, min_keep: int | None = None) -> int:
         """Atoms the next chunk removes: the fewest that leave a width ≥ min_keep and a multiple of k."""
