@@ -13,6 +13,7 @@ after the first run. Random weights: this measures time, not accuracy.
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import statistics
 import sys
@@ -67,6 +68,7 @@ def job(spec: str, target: float, runs: int, threads: int) -> dict[str, Any]:
             if i == 0:
                 row["peak_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # Linux: KiB
                 row["macs"] = report["ratios"]["macs"]
+    row["load"] = round(os.getloadavg()[0], 1)  # other jobs on the machine stretch every phase
     row["dk_s"] = statistics.median(totals)
     row["dk_phases"] = {k: statistics.median(p.get(k, 0.0) for p in phases) for k in phases[0]}
     return row
@@ -84,6 +86,9 @@ def markdown(rows: list[dict], missing: list[str], args: argparse.Namespace) -> 
              "the same process). Random weights.", ""]
     if missing:
         lines += [f"**Partial**: not yet run at this code version: {', '.join(missing)}.", ""]
+    if rows:
+        lines += [f"1-minute load average when each row ended: {', '.join(str(r.get('load')) for r in rows)} "
+                  f"(on {os.cpu_count()} cores; above 1, other jobs shared the machine).", ""]
     lines += ["| model | input | TP graph s | TP graph + prune s | deploykit s | ratio | peak MB | "
               + " | ".join(phases) + " |",
               "| --- | --- | ---: | ---: | ---: | ---: | ---: | " + " | ".join("---:" for _ in phases) + " |"]
