@@ -7,6 +7,11 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def cbr(i: int, o: int, k: int = 3, groups: int = 1) -> nn.Sequential:
+    """Conv (no bias) + BatchNorm + ReLU, padded to keep the size."""
+    return nn.Sequential(nn.Conv2d(i, o, k, padding=k // 2, groups=groups, bias=False), nn.BatchNorm2d(o), nn.ReLU())
+
+
 class TwoRes(nn.Module):
     """stem → residual block (coupled with the stem) → a block-internal group → head.
 

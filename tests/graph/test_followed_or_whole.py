@@ -12,10 +12,7 @@ from torch import nn
 from deploykit.graph.costs import CostModel, measure
 from deploykit.graph.groups import ModelGraph
 from deploykit.graph.verify import masked_reference, probe, probe_removal
-
-
-def cbr(i: int, o: int, k: int = 3, groups: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(i, o, k, padding=k // 2, groups=groups, bias=False), nn.BatchNorm2d(o), nn.ReLU())
+from tests.models import cbr
 
 
 class StaleSplit(nn.Module):
