@@ -29,7 +29,7 @@ import torch_pruning as tp
 from torch import nn
 from torch_pruning import _helpers
 
-from deploykit.graph.splits import chunk_partners, refresh
+from deploykit.graph.splits import chunk_partners, refresh_if_pruned
 
 
 class BudgetExceeded(Exception):
@@ -98,7 +98,7 @@ def pruning_group(
     """
     if isinstance(module, tp.ops.TORCH_CONV) and module.groups == module.out_channels and module.out_channels > 1:
         pruning_fn = tp.pruner.function.prune_depthwise_conv_out_channels
-    refresh(dg)
+    refresh_if_pruned(dg)
     root = dg.module2node[module]
     start = [_helpers._HybridIndex(idx=i, root_idx=i) for i in idxs]
     root_dep = tp.dependency.Dependency(pruning_fn, pruning_fn, source=root, target=root)

@@ -132,6 +132,21 @@ def sync_stored_widths(dg: tp.DependencyGraph) -> None:
         setattr(module, name, type(old)(sizes) if kind == "list" else sizes[0] if kind == "each" else sum(sizes))
 
 
+def refresh_if_pruned(dg: tp.DependencyGraph) -> None:
+    """:func:`refresh`, unless no parameter changed shape since the last one (nothing was removed).
+
+    The maps follow from the widths alone, and rebuilding them walks every concat: on DenseNet-121 a
+    refresh before each of the ~500 group walks of a compress took most of its time.
+    """
+    mods = getattr(dg, "_dk_param_modules", None)
+    if mods is None:  # the modules stay; pruning replaces their parameters, so shapes are read afresh
+        mods = dg._dk_param_modules = [m for m in dg.model.modules() if m._parameters]
+    shapes = tuple(tuple(p.shape) for m in mods for p in m._parameters.values() if p is not None)
+    if getattr(dg, "_dk_mapped_shapes", None) != shapes:
+        refresh(dg)
+        dg._dk_mapped_shapes = shapes
+
+
 def refresh(dg: tp.DependencyGraph) -> None:
     """Torch-Pruning's index maps, then the exact ones for the splits :func:`prepare` sized."""
     index_mapping.update_index_mapping(dg)
