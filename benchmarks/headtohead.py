@@ -444,7 +444,7 @@ def plot(args: argparse.Namespace, path: Path) -> None:
             ax.errorbar(x, y, xerr=sx, yerr=sy, fmt=markers.get(epochs, "^"), color=colours[kind], capsize=2,
                         alpha=1.0 if row in ("deploykit", "control") else 0.6)
             ax.annotate(f"{row} {cell.split('-', 1)[1]}", (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
-            fronts.setdefault(("deploykit" if kind == "deploykit" else kind, epochs), []).append((x, y))
+            fronts.setdefault((kind, epochs), []).append((x, y))
         for (kind, epochs), pts in fronts.items():
             front, best = [], float("-inf")
             for x, y in sorted(pts):  # a point is on the front when nothing faster is as accurate

@@ -111,7 +111,8 @@ class _Run(JobHooks):
         # --normalize latency, --target-latency, --round-to auto: predictions from the latency table.
         with t.phase("latency table"):
             latency = attach_latency(cost_model, cfg.model, normalize=self.rs.normalize, targets=cfg.selection.targets,
-                                 round_to=cfg.selection.round_to, lut=cfg.latency.lut, ignore=cfg.ignore, reporter=rep)
+                                     round_to=cfg.selection.round_to, lut=cfg.latency.lut, ignore=cfg.ignore,
+                                     reporter=rep)
         base_costs = cost_model.base
         round_to, ladders = ladders_for(latency, cfg.selection.round_to)
         sel_cfg = SelectConfig(self.rs.targets, self.rs.normalize, round_to, cfg.selection.max_ratio, ladders=ladders)

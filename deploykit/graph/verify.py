@@ -206,9 +206,6 @@ class _Checker:
         # float32: float64 convolutions have no fast CPU kernels (10x slower), and float32's
         # summation-order noise is far below what a wrongly followed construct changes.
         self.model = (model if owned else copy.deepcopy(model)).eval().float()
-        # The reference is the model itself, masked by hooks that every trial removes again: one copy per
-        # trial (the twin it prunes), not two (a VGG-11 is 0.5 GB).
-        self.ref = self.model
         self.x = example[:1].detach().float()
         self.ignore = list(ignore)
         self.verdict = verdict
@@ -220,7 +217,9 @@ class _Checker:
         twin = copy.deepcopy(self.model)
         graph = ModelGraph(twin, self.x, ignore=self.ignore)
         removal = {gid: r for gid, r in removal.items() if r}
-        ref = masked_reference(twin, graph, removal, self.verdict.exact_norms, ref=self.ref)
+        # The reference is the model itself, masked by hooks that every path below removes again: one copy
+        # per trial (the twin it prunes), not two (a VGG-11 is 0.5 GB).
+        ref = masked_reference(twin, graph, removal, self.verdict.exact_norms, ref=self.model)
         names = {m: n for n, m in twin.named_modules()}
         try:
             with torch.no_grad():
