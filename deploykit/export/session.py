@@ -25,7 +25,8 @@ OPTIMIZATION_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC"
 
 
 def ort_session(model: str | Path | bytes, threads: int | None = None, providers: list[str] | None = None,
-                optimization: str = "all", profile_prefix: str | None = None, quiet: bool = False) -> Any:
+                optimization: str = "all", profile_prefix: str | None = None, quiet: bool = False,
+                initializers: dict[str, Any] | None = None) -> Any:
     """An ONNX Runtime ``InferenceSession`` with deploykit's options.
 
     Args:
@@ -36,6 +37,8 @@ def ort_session(model: str | Path | bytes, threads: int | None = None, providers
             (ONNX Runtime's default).
         profile_prefix: turn on ONNX Runtime's profiler, writing to files with this prefix.
         quiet: log errors only (the timers and the memory probe open many sessions).
+        initializers: numpy arrays for the model's initializers declared as external data, by
+            name (a graph built in memory need not copy large weights into its protobuf).
 
     Raises:
         DeployKitError: no such file, an unknown optimization level, or a model ONNX Runtime cannot load.
@@ -57,6 +60,8 @@ def ort_session(model: str | Path | bytes, threads: int | None = None, providers
     if profile_prefix:
         opts.enable_profiling = True
         opts.profile_file_prefix = profile_prefix
+    if initializers:
+        opts.add_external_initializers(list(initializers), [ort.OrtValue.ortvalue_from_numpy(a) for a in initializers.values()])
     source = model if isinstance(model, bytes) else str(model)
     try:
         return ort.InferenceSession(source, opts, providers=providers or [CPU])

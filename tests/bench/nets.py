@@ -99,12 +99,19 @@ class StairTimer(FakeTimer):
     fn = staticmethod(stair_ms)
 
 
+class FlatTimer(FakeTimer):
+    """A backend whose layers cost the same at every width (a wide layer's top few channels)."""
+
+    name = "fake-flat"
+    fn = staticmethod(lambda op, cin, cout: 1.0)
+
+
 def model_ms(module: nn.Module, example: torch.Tensor, fn=smooth_ms) -> float:
     """The fake backends' end-to-end latency of ``module``."""
     layers = sum(fn(c.op, c.cin, c.cout) for c in record_calls(module, example))
     return layers + FIXED_MS + PER_MB * measure(module, example).activation_bytes / 1e6
 
 
-for _cls in (FakeTimer, StairTimer):
+for _cls in (FakeTimer, StairTimer, FlatTimer):
     if _cls.name not in TIMERS:
         register_timer(_cls.name, _cls)

@@ -22,6 +22,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+# How much cheaper than every wider width a width must be to count as a cliff: timing noise
+# must not make cliffs.
+CLIFF_TOL = 0.02
 
 def isotonic(y: Sequence[float], weights: Sequence[float] | None = None) -> np.ndarray:
     """The least-squares non-decreasing fit of ``y`` (pool adjacent violators)."""
@@ -85,12 +88,14 @@ def envelope(ms: Sequence[float]) -> np.ndarray:
     return np.minimum.accumulate(y[::-1])[::-1]
 
 
-def find_steps(widths: Sequence[int], ms: Sequence[float], unit: int = 1, tol: float = 0.02, slow: float = 0.25,
+def find_steps(widths: Sequence[int], ms: Sequence[float], unit: int = 1, tol: float = CLIFF_TOL, slow: float = 0.25,
                coverage: float = 0.6) -> Steps:
     """Cliffs (the Pareto-optimal widths), their lattice and the slow widths of a scan.
 
     Args:
-        widths: scanned widths, regularly spaced by ``unit`` (every channel, or every atom).
+        widths: scanned widths, multiples of ``unit`` apart (every width, or only those a
+            bisection needed: an unmeasured width is taken to cost what its next wider
+            measured width does).
         ms: latency measured at each width.
         tol: a width is a cliff only if it is this fraction cheaper than every wider one
             (measurement noise must not make cliffs).

@@ -165,43 +165,72 @@ def torch_module(op: LayerOp, cin: int, cout: int) -> nn.Module:
 
 ONNX_BUILDERS: Registry = Registry("layer kind")
 
+_POOL = np.zeros(0, np.float32)
+
+
+def weights(*shape: int) -> np.ndarray:
+    """Weights of ``shape``: a view of one random buffer that every layer graph shares.
+
+    Drawing and copying a VGG classifier's 100M weights for each measured point took seconds
+    (20 times its kernel's time); the values do not change a dense kernel's speed.
+    """
+    global _POOL
+    n = math.prod(shape)
+    if _POOL.size < n:
+        _POOL = (np.random.default_rng(0).random(n, dtype=np.float32) - np.float32(0.5)) * np.float32(0.1)
+    return _POOL[:n].reshape(shape)
+
 
 @ONNX_BUILDERS.register("conv")
-def _onnx_conv(op: LayerOp, cin: int, cout: int, batch: int, rng: np.random.Generator):
-    from onnx import helper, numpy_helper
+def _onnx_conv(op: LayerOp, cin: int, cout: int) -> tuple[list, dict[str, np.ndarray]]:
+    from onnx import helper
 
     g = op.groups(cin)
-    inits = [numpy_helper.from_array(rng.standard_normal((cout, cin // g, *op.kernel)).astype(np.float32) * 0.05, "W")]
-    if op.bias:
-        inits.append(numpy_helper.from_array(rng.standard_normal(cout).astype(np.float32), "B"))
-    node = helper.make_node("Conv", ["x", "W"] + (["B"] if op.bias else []), ["y"], kernel_shape=list(op.kernel),
-                            strides=list(op.stride), pads=list(op.padding), dilations=list(op.dilation), group=g)
-    return [node], inits
+    w = {"W": weights(cout, cin // g, *op.kernel)} | ({"B": weights(cout)} if op.bias else {})
+    node = helper.make_node("Conv", ["x", *w], ["y"], kernel_shape=list(op.kernel), strides=list(op.stride),
+                            pads=list(op.padding), dilations=list(op.dilation), group=g)
+    return [node], w
 
 
 @ONNX_BUILDERS.register("linear")
-def _onnx_linear(op: LayerOp, cin: int, cout: int, batch: int, rng: np.random.Generator):
-    from onnx import helper, numpy_helper
+def _onnx_linear(op: LayerOp, cin: int, cout: int) -> tuple[list, dict[str, np.ndarray]]:
+    from onnx import helper
 
-    w = rng.standard_normal((cin, cout)).astype(np.float32) * 0.05
-    inits = [numpy_helper.from_array(w, "W")]
-    if op.bias:
-        inits.append(numpy_helper.from_array(rng.standard_normal(cout).astype(np.float32), "B"))
+    w = {"W": weights(cin, cout)} | ({"B": weights(cout)} if op.bias else {})
     if not op.spatial:  # what the exporter writes for a classifier head
-        return [helper.make_node("Gemm", ["x", "W"] + (["B"] if op.bias else []), ["y"])], inits
+        return [helper.make_node("Gemm", ["x", *w], ["y"])], w
     nodes = [helper.make_node("MatMul", ["x", "W"], ["m" if op.bias else "y"])]
     if op.bias:
         nodes.append(helper.make_node("Add", ["m", "B"], ["y"]))
-    return nodes, inits
+    return nodes, w
 
 
-def onnx_model(op: LayerOp, cin: int, cout: int, batch: int, seed: int = 0) -> bytes:
-    """A serialized ONNX graph (opset 17) of ``op`` alone."""
+@dataclass(frozen=True)
+class LayerGraph:
+    """A one-layer ONNX graph, its weights declared external and given alongside.
+
+    Attributes:
+        model: the serialized graph (opset 17) without its weights' data.
+        weights: each external initializer's data by name (ONNX Runtime takes them through
+            ``SessionOptions.add_external_initializers``, without a copy into the protobuf).
+    """
+
+    model: bytes
+    weights: dict[str, np.ndarray]
+
+
+def onnx_layer(op: LayerOp, cin: int, cout: int, batch: int) -> LayerGraph:
+    """``op`` alone at ``cin`` → ``cout`` channels as an ONNX graph."""
     from onnx import TensorProto, helper
 
-    nodes, inits = ONNX_BUILDERS.get(op.kind)(op, cin, cout, batch, np.random.default_rng(seed))
+    nodes, data = ONNX_BUILDERS.get(op.kind)(op, cin, cout)
+    inits = []
+    for name, a in data.items():
+        t = TensorProto(name=name, data_type=TensorProto.FLOAT, dims=a.shape, data_location=TensorProto.EXTERNAL)
+        t.external_data.add(key="location", value=name)
+        inits.append(t)
     graph = helper.make_graph(nodes, "layer", [helper.make_tensor_value_info("x", TensorProto.FLOAT, input_shape(op, batch, cin))],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    return model.SerializeToString()
+    return LayerGraph(model.SerializeToString(), data)

@@ -1,10 +1,14 @@
 """Build a model's latency table: scan every group, tabulate every layer, calibrate end to end.
 
-1. **Scan** (cliffs): for every prunable group, the group's layers are timed at each
-   width from the full width down by ``scan`` channels (one atom at a time), the other
-   groups whole; :func:`~deploykit.bench.latency_table.fit.find_steps` finds the cliffs, their period
-   and the slow widths, and :func:`~deploykit.bench.latency_table.fit.ladder` extends them to the
-   widths at the low side of every step down to the smallest width pruning may leave.
+1. **Scan** (cliffs): for every prunable group, the group's layers are timed at widths
+   from the full width down by ``scan`` channels (in atoms), the other groups whole,
+   found by bisection: the two ends first, and an interval is split only while its
+   narrow end is cheaper than its wide end by more than the noise tolerance (a cliff
+   inside it must be); where latency is flat (most of a wide layer's scan) two points
+   stand for the whole interval. :func:`~deploykit.bench.latency_table.fit.find_steps`
+   finds the cliffs, their period and the slow widths among the measured widths, and
+   :func:`~deploykit.bench.latency_table.fit.ladder` extends them to the widths at the low
+   side of every step down to the smallest width pruning may leave.
 2. **Tables**: every call of every convolution and linear layer is timed on a grid of
    (input, output) channel counts spanning what pruning can make of it (grid points on
    the ladder where an axis follows one group), then fitted non-decreasing.
@@ -30,7 +34,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-import torch
 
 from deploykit.bench.latency_table.file import (
     Calibration,
@@ -45,9 +48,9 @@ from deploykit.bench.latency_table.file import (
     points_path,
     read_lut,
 )
-from deploykit.bench.latency_table.fit import find_steps, ladder, monotone2d
+from deploykit.bench.latency_table.fit import CLIFF_TOL, find_steps, ladder, monotone2d
 from deploykit.bench.latency_table.layers import LayerCall, LayerOp, record_calls
-from deploykit.bench.latency_table.predictor import MB, LatencyModel
+from deploykit.bench.latency_table.predictor import LatencyModel
 from deploykit.bench.latency_table.timers import Timer, TimingConfig, get_timer
 from deploykit.bench.latency_table.variants import prune_to_widths, uniform_widths
 from deploykit.bench.machine import machine
@@ -208,24 +211,48 @@ class Profiler:
         return sorted(w for w in range(top, top - self.cfg.scan - 1, -unit) if w >= self.min_w[gi])
 
     def scan(self) -> dict[str, GroupCurve]:
-        """Every prunable group's scan, cliffs and ladder."""
+        """Every prunable group's scan (by bisection), cliffs and ladder."""
         members = {gi: [c for c in self._calls if c.layer is not None and gi in {g for g, _ in c.in_groups + c.out_groups}]
                    for gi in self.prunable}
-        plan = {gi: self.scan_widths(gi) if self.cfg.scan > 0 else [] for gi in self.prunable}
 
         def at(gi: int, width: int) -> list[tuple[LayerOp, int, int]]:
             w = list(self.full)
             w[gi] = width
             return [(c.call.op, *self.dims(c, w)) for c in members[gi]]
 
-        self.measure_all([p for gi in self.prunable for width in plan[gi] for p in at(gi, width)], "scanning groups")
+        def total(gi: int, width: int) -> float:
+            return sum(self.measure(*p) for p in at(gi, width))
+
+        grid = {gi: self.scan_widths(gi) if self.cfg.scan > 0 else [] for gi in self.prunable}
+        seen: dict[int, set[int]] = {gi: set() for gi in self.prunable}
+        spans = [(gi, 0, len(ws) - 1) for gi, ws in grid.items() if ws]
+        new = {(gi, grid[gi][i]) for gi, i, j in spans} | {(gi, grid[gi][j]) for gi, i, j in spans}
+        rounds = 0
+        while new:
+            rounds += 1
+            self.measure_all([p for gi, width in sorted(new) for p in at(gi, width)], f"scanning groups (round {rounds})")
+            for gi, width in new:
+                seen[gi].add(width)
+            new, split = set(), []
+            for gi, i, j in spans:
+                ws = grid[gi]
+                wider = min(total(gi, v) for v in seen[gi] if v >= ws[j])
+                # Latency is (nearly) non-decreasing in width: no width inside can be a cliff unless
+                # the narrow end is cheaper than everything wider by more than the tolerance.
+                if j - i < 2 or total(gi, ws[i]) >= (1 - CLIFF_TOL) * wider:
+                    continue
+                m = (i + j) // 2
+                new.add((gi, ws[m]))
+                split += [(gi, i, m), (gi, m, j)]
+            spans = split
         curves: dict[str, GroupCurve] = {}
         for gi in self.prunable:
             g = self.cm.groups[gi]
-            ms = [sum(self.measure(*p) for p in at(gi, width)) for width in plan[gi]]
-            steps = find_steps(plan[gi], ms, unit=g.atom_size)
+            widths = sorted(seen[gi])
+            ms = [total(gi, width) for width in widths]
+            steps = find_steps(widths, ms, unit=g.atom_size)
             lad = ladder(steps, self.min_w[gi], self.full[gi], unit=g.atom_size, fallback=self.cfg.fallback_round)
-            curves[g.id] = GroupCurve(channels=self.full[gi], unit=g.atom_size, widths=plan[gi], ms=[_sig(v) for v in ms],
+            curves[g.id] = GroupCurve(channels=self.full[gi], unit=g.atom_size, widths=widths, ms=[_sig(v) for v in ms],
                                       fit=[_sig(v) for v in steps.fit], cliffs=steps.cliffs, period=steps.period,
                                       offset=steps.offset, slow=steps.slow, ladder=lad)
         return curves

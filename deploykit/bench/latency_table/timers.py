@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from deploykit.bench.latency import interleaved
-from deploykit.bench.latency_table.layers import LayerOp, input_shape, onnx_model, torch_module
+from deploykit.bench.latency_table.layers import LayerOp, input_shape, onnx_layer, torch_module
 from deploykit.bench.machine import cpu_name
 from deploykit.errors import DeployKitError
 from deploykit.export.onnx import onnx_bytes
@@ -134,14 +134,15 @@ class OrtTimer(Timer):
 
         return f"onnxruntime {ort.__version__}"
 
-    def _session(self, model: bytes, profile_prefix: str | None = None):
-        return ort_session(model, self.cfg.threads, profile_prefix=profile_prefix, quiet=True)
+    def _session(self, model: bytes, profile_prefix: str | None = None, initializers: dict | None = None):
+        return ort_session(model, self.cfg.threads, profile_prefix=profile_prefix, quiet=True, initializers=initializers)
 
     def layer_ms(self, op: LayerOp, cin: int, cout: int) -> float:
         cfg = self.cfg
         x = np.random.default_rng(0).standard_normal(input_shape(op, cfg.batch, cin)).astype(np.float32)
         with tempfile.TemporaryDirectory() as d:
-            sess = self._session(onnx_model(op, cin, cout, cfg.batch), str(Path(d) / "p"))
+            layer = onnx_layer(op, cin, cout, cfg.batch)
+            sess = self._session(layer.model, str(Path(d) / "p"), layer.weights)
             for _ in range(cfg.warmup + cfg.runs):
                 sess.run(None, {"x": x})
             events = json.loads(Path(sess.end_profiling()).read_text())
