@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -31,7 +32,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from _common import git_commit  # noqa: E402
 from deploykit.bench.machine import load_average, machine  # noqa: E402
 from deploykit.bench.latency_table.predictor import LatencyModel  # noqa: E402
 from deploykit.bench.latency_table.profile import ProfileConfig, load_or_profile  # noqa: E402
@@ -108,17 +111,20 @@ def check_model(name: str, args: argparse.Namespace, rep: RichReporter) -> dict:
 def write_markdown(results: list[dict], args: argparse.Namespace, wall: float, path: Path) -> None:
     """The results table, the machine and the command."""
     m = machine()
+    # A fresh cache folder means every table and single-layer point was measured by this run.
+    cache = f"DEPLOYKIT_CACHE={os.environ['DEPLOYKIT_CACHE']} " if os.environ.get("DEPLOYKIT_CACHE") else ""
     lines = [
         "# Latency predictor: predicted vs measured end-to-end latency (ONNX Runtime CPU)",
         "",
-        f"Command: `.venv/bin/python benchmarks/latency_predictor.py {' '.join(sys.argv[1:])}` (wall time {wall / 60:.1f} min)",
+        f"Command: `{cache}.venv/bin/python benchmarks/latency_predictor.py {' '.join(sys.argv[1:])}` (wall time {wall / 60:.1f} min)",
         "",
         f"Machine: {m['cpu']} ({m['cpus']} cpus), shared with other engineers' jobs (load averages below); "
-        f"onnxruntime {m['onnxruntime']}, torch {m['torch']}; {m['date'][:10]}.",
+        f"onnxruntime {m['onnxruntime']}, torch {m['torch']}; {m['date'][:10]}; commit {git_commit()}.",
         "",
         f"Setting: input {args.size}x{args.size}, batch 1, {args.threads} intra-op thread(s). Per model: the latency "
-        f"table (scan 32 channels per group for cliffs, 6-point layer grids, 2 passes per point, calibration on 4 "
-        f"uniform and 8 random variants, terms chosen by leave-one-out), then {args.variants} random pruned variants (each group keeps a uniform fraction in "
+        f"table (`deploykit profile` defaults: cliffs found by bisection over the top 32 channels of each group, "
+        f"6-point layer grids, 2 passes per point of at most 10 runs (fewer for a slow layer), calibration on 4 "
+        f"uniform and 8 random variants in at most 30 rounds (fewer for a slow model), terms chosen by leave-one-out), then {args.variants} random pruned variants (each group keeps a uniform fraction in "
         f"[0.3, 1] rounded to a multiple of {args.round_to}, or stays whole with probability 0.15) timed with the "
         f"base model, {args.runs} interleaved rounds, p50.",
         "",

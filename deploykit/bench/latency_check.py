@@ -12,7 +12,9 @@ device: a table measured on a Jetson predicts, and nothing here can check it.
 from __future__ import annotations
 
 import copy
+import math
 import statistics
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,15 +34,20 @@ class LatencyCheck:
         timer: the backend's timer, set like the table (batch, threads, precision).
         base_fn: runs the base model once.
         example: an input batch of the model's shape.
-        runs: timed rounds per check (interleaved; the median of each side is compared).
+        runs: timed rounds per check, at most (interleaved; the median of each side is compared).
         warmup: untimed rounds first.
+        budget_s: seconds the timed rounds aim at: where a round takes longer (a VGG: half a
+            second) there are fewer, at least ``min_runs``.
+        min_runs: the fewest timed rounds.
     """
 
     timer: Timer
     base_fn: Any
     example: torch.Tensor
     runs: int = 30
-    warmup: int = 5
+    warmup: int = 2
+    budget_s: float = 8.0
+    min_runs: int = 10
 
     @classmethod
     def for_table(cls, key: LutKey, model: nn.Module, example: torch.Tensor, runs: int = 30) -> LatencyCheck | None:
@@ -56,7 +63,14 @@ class LatencyCheck:
         """Median latency of ``model`` over the base's, both timed in the same rounds (``task``
         advances once a round)."""
         fns = {"base": self.base_fn, "now": self.timer.model_fn(_snapshot(model), self.example)}
-        times = self.timer.time_models(fns, self.runs, self.warmup, task)
+        t0 = time.perf_counter()
+        for fn in fns.values():  # the first warm-up round, timed: how many rounds fit the budget
+            fn()
+        round_s = max(1e-9, 2 * (time.perf_counter() - t0))  # each timed call follows an untimed one
+        runs = min(self.runs, max(self.min_runs, math.ceil(self.budget_s / round_s)))
+        times = self.timer.time_models(fns, runs, max(0, self.warmup - 1), task)
+        if task is not None and runs < self.runs:
+            task.advance(self.runs - runs)  # the bar was sized for the most rounds
         return statistics.median(times["now"]) / statistics.median(times["base"])
 
 

@@ -29,7 +29,8 @@ variants timed end to end. The table is cached, keyed by model, backend, device,
 @click.option("--grid", default=6, show_default=True, type=click.IntRange(min=2), help="Points per channel axis of a layer table.")
 @click.option("--scan", default=32, show_default=True, type=click.IntRange(min=0),
               help="Channels scanned below each group's full width for cliffs (0: no scan, ladders of multiples of 8).")
-@click.option("--runs", default=10, show_default=True, type=click.IntRange(min=1), help="Timed runs per layer point.")
+@click.option("--runs", default=10, show_default=True, type=click.IntRange(min=1),
+              help="Timed runs per layer point, at most (a slow layer gets fewer, at least 3).")
 @click.option("--passes", default=2, show_default=True, type=click.IntRange(min=1),
               help="Measure every layer point this many times and keep the least (robust to load bursts).")
 @click.option("--calibration-runs", default=30, show_default=True, type=click.IntRange(min=2),

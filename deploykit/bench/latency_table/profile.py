@@ -74,7 +74,9 @@ class ProfileConfig:
         calibration: fractions of the widths at which whole uniform variants are timed.
         calibration_random: whole variants with random ladder widths timed as well.
         seed: of those random variants.
-        calibration_runs: timed rounds of the calibration variants (interleaved).
+        calibration_runs: timed rounds of the calibration variants (interleaved), at most.
+        calibration_budget_s: seconds the timed rounds aim at: a model whose round takes
+            longer gets fewer rounds (at least 5 a pass).
         passes: every layer point is measured this many times, in alternating order, and
             the least median kept: a burst of load on a shared machine spoils one pass.
         cache: read and write the table cache and the point cache.
@@ -89,6 +91,7 @@ class ProfileConfig:
     calibration: tuple[float, ...] = (1.0, 0.75, 0.5, 0.3)
     calibration_random: int = 8
     calibration_runs: int = 30
+    calibration_budget_s: float = 24.0
     seed: int = 1234
     passes: int = 2
     cache: bool = True
@@ -97,7 +100,7 @@ class ProfileConfig:
         """What went into a table besides its key (recorded in the file)."""
         d = asdict(self)
         d.pop("cache")
-        d["timing"] = {k: v for k, v in d["timing"].items() if k in ("runs", "warmup")}
+        d["timing"] = {k: v for k, v in d["timing"].items() if k in ("runs", "warmup", "budget_ms")}
         d["calibration"] = list(d["calibration"])
         return d
 
@@ -342,14 +345,20 @@ class Profiler:
                 fns[name] = self.timer.model_fn(module, self.example)
                 rows[name] = (lm.layers_ms(w), lm.activation_mb(w), lm.weight_mb(w))
                 task.advance()
-        warm = max(2, self.cfg.calibration_runs // 5)
+        # One untimed round absorbs first-call setup (every timed call then follows an untimed one of the
+        # same model) and says how long a round takes: a slow model gets fewer rounds, at least 5 a pass.
+        t0 = time.perf_counter()
+        for fn in fns.values():
+            fn()
+        round_s = max(1e-9, 2 * (time.perf_counter() - t0))
         passes = max(1, self.cfg.passes)
-        per_pass = max(5, self.cfg.calibration_runs // passes)
+        fit = math.ceil(self.cfg.calibration_budget_s / passes / round_s)
+        per_pass = max(5, min(self.cfg.calibration_runs // passes, fit))
         times: dict[str, list[float]] = {f: [] for f in fns}
         fast: dict[str, float] = {}
         with self.rep.task("calibration runs", per_pass * passes) as task:
             for _ in range(passes):  # the fastest pass: a burst of load spoils one pass, not the fit
-                got = self.timer.time_models(fns, per_pass, warm, task)
+                got = self.timer.time_models(fns, per_pass, 0, task)
                 for f, t in got.items():
                     times[f] += t
                     fast[f] = min(fast.get(f, np.inf), float(np.percentile(t, 10)) * 1e3)

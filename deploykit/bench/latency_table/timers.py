@@ -16,6 +16,7 @@ have between layers.
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 import tempfile
@@ -47,8 +48,11 @@ class TimingConfig:
     Attributes:
         batch: batch size of every measurement.
         threads: intra-op threads (None: the runtime's default).
-        runs: timed runs per layer measurement (the median is kept).
+        runs: timed runs per layer measurement, at most (the median is kept): a layer whose
+            warm-up run takes longer than ``budget_ms / runs`` gets fewer, never below
+            :data:`MIN_RUNS`.
         warmup: untimed runs first.
+        budget_ms: the time a layer measurement's timed runs aim at.
         precision: ``fp32`` (the backends here time float32 graphs).
     """
 
@@ -57,6 +61,12 @@ class TimingConfig:
     runs: int = 10
     warmup: int = 2
     precision: str = "fp32"
+    budget_ms: float = 60.0
+
+
+# A median of three runs of a long kernel is as steady as one of ten short ones: the run-to-run
+# spread is a fraction of the run, and a burst of load spoils one pass of a point, not the table.
+MIN_RUNS = 3
 
 
 class Timer:
@@ -82,6 +92,11 @@ class Timer:
     def layer_ms(self, op: LayerOp, cin: int, cout: int) -> float:
         """Median milliseconds of ``op`` at ``cin`` → ``cout`` channels."""
         raise NotImplementedError
+
+    def runs_for(self, seconds: float) -> int:
+        """Timed runs of a layer whose warm-up run took ``seconds``: ``runs``, fewer for a slow layer."""
+        fit = math.ceil(self.cfg.budget_ms / 1e3 / max(seconds, 1e-9))
+        return min(self.cfg.runs, max(MIN_RUNS, fit))
 
     def model_fn(self, module: nn.Module, example: torch.Tensor) -> Callable[[], object]:
         """A callable that runs ``module`` once on a batch of ``example``'s shape."""
@@ -143,10 +158,18 @@ class OrtTimer(Timer):
         with tempfile.TemporaryDirectory() as d:
             layer = onnx_layer(op, cin, cout, cfg.batch)
             sess = self._session(layer.model, str(Path(d) / "p"), layer.weights)
-            for _ in range(cfg.warmup + cfg.runs):
+            n_warm = 0
+            while n_warm < max(1, cfg.warmup):
+                n_warm += 1
+                t0 = time.perf_counter()
+                sess.run(None, {"x": x})
+                runs = self.runs_for(time.perf_counter() - t0)
+                if runs <= MIN_RUNS:
+                    break  # a slow layer is warm after one run
+            for _ in range(runs):
                 sess.run(None, {"x": x})
             events = json.loads(Path(sess.end_profiling()).read_text())
-        return kernel_ms(events, cfg.warmup)
+        return kernel_ms(events, n_warm)
 
     def model_fn(self, module: nn.Module, example: torch.Tensor) -> Callable[[], object]:
         sess = self._session(onnx_bytes(module, example[:1]))
@@ -201,13 +224,16 @@ class TorchTimer(Timer):
         x = torch.randn(input_shape(op, cfg.batch, cin), device=self.dev)
         times = []
         with torch_threads(cfg.threads):
-            for i in range(cfg.warmup + cfg.runs):
+            for _ in range(max(1, cfg.warmup)):
                 self._sync()
                 t0 = time.perf_counter()
                 mod(x)
                 self._sync()
-                if i >= cfg.warmup:
-                    times.append(time.perf_counter() - t0)
+            for _ in range(self.runs_for(time.perf_counter() - t0)):
+                t0 = time.perf_counter()
+                mod(x)
+                self._sync()
+                times.append(time.perf_counter() - t0)
         return statistics.median(times) * 1e3
 
     def model_fn(self, module: nn.Module, example: torch.Tensor) -> Callable[[], object]:

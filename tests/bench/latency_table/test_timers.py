@@ -1,0 +1,101 @@
+"""Single-layer graphs with external weights, and how many runs a measurement takes."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from deploykit.bench.latency_table.layers import LayerOp, input_shape, onnx_layer
+from deploykit.bench.latency_table.profile import Profiler
+from deploykit.bench.latency_table.timers import MIN_RUNS, TIMERS, OrtTimer, Timer, TimingConfig, register_timer
+from deploykit.export.session import ort_session
+from tests.bench import nets
+from tests.bench.conftest import SPEC, fake_config
+
+CONV = LayerOp("conv", (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 0, (9, 9), True)
+DEPTHWISE = LayerOp("conv", (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, (7, 7), False)
+LINEAR = LayerOp("linear", (), (), (), (), 0, (), True)
+
+
+def torch_ref(op: LayerOp, x: torch.Tensor, w: dict[str, np.ndarray], cin: int) -> torch.Tensor:
+    weight = torch.from_numpy(w["W"].copy())
+    bias = torch.from_numpy(w["B"].copy()) if "B" in w else None
+    if op.kind == "linear":
+        return x @ weight + (bias if bias is not None else 0)
+    return F.conv2d(x, weight, bias, stride=op.stride, padding=op.padding[:2], groups=op.groups(cin))
+
+
+@pytest.mark.parametrize(("op", "cin", "cout"), [(CONV, 6, 10), (DEPTHWISE, 8, 8), (LINEAR, 12, 5)])
+def test_a_layer_graph_computes_its_op_with_the_weights_given_alongside(op, cin, cout):
+    layer = onnx_layer(op, cin, cout, batch=2)
+    assert b"W" in layer.model and len(layer.model) < 2000  # the weights' data are not in the protobuf
+    x = np.random.default_rng(1).standard_normal(input_shape(op, 2, cin)).astype(np.float32)
+    got = ort_session(layer.model, 1, initializers=layer.weights).run(None, {"x": x})[0]
+    want = torch_ref(op, torch.from_numpy(x), layer.weights, cin).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_the_ort_timer_times_a_layer():
+    assert OrtTimer(TimingConfig(runs=3)).layer_ms(CONV, 6, 10) > 0
+
+
+def test_slow_layers_get_fewer_runs_within_the_bounds():
+    timer = Timer(TimingConfig(runs=10, budget_ms=60))
+    assert timer.runs_for(0.001) == 10  # fast: the configured runs
+    assert timer.runs_for(0.01) == 6
+    assert timer.runs_for(1.0) == MIN_RUNS  # never below the floor
+    assert Timer(TimingConfig(runs=2)).runs_for(1.0) == 2  # nor above what the user asked for
+
+
+class _SlowModels(nets.FakeTimer):
+    """Whole models take 20 ms a call; records the rounds the calibration asks for."""
+
+    name = "fake-slow-models"
+    asked: list[int] = []
+
+    def model_fn(self, module, example):
+        return lambda: time.sleep(0.02)
+
+    def time_models(self, fns, runs, warmup, task=None):
+        type(self).asked.append(runs)
+        if task is not None:
+            task.advance(runs)
+        return {k: [0.02] * runs for k in fns}
+
+
+if _SlowModels.name not in TIMERS:
+    register_timer(_SlowModels.name, _SlowModels)
+
+
+@pytest.mark.parametrize(("budget", "rounds"), [(0.1, 5), (1000.0, 30)])
+def test_calibration_rounds_shrink_for_a_slow_model_within_the_bounds(cost_model, budget, rounds):
+    _SlowModels.asked = []
+    cfg = fake_config(_SlowModels.name, scan=0, calibration_runs=30, calibration_budget_s=budget, cache=False)
+    Profiler(cost_model, SPEC, cfg).run()
+    assert _SlowModels.asked == [rounds]  # one pass: at least 5 rounds, at most calibration_runs
+
+
+class _Steps:
+    """A progress task that counts its steps."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def advance(self, n: int = 1, status: str | None = None) -> None:
+        self.n += n
+
+
+@pytest.mark.parametrize(("budget", "rounds"), [(0.1, 10), (1000.0, 30)])
+def test_a_latency_check_of_a_slow_model_takes_fewer_rounds_and_fills_its_bar(budget, rounds):
+    from deploykit.bench.latency_check import LatencyCheck
+
+    _SlowModels.asked = []
+    timer = _SlowModels(TimingConfig())
+    check = LatencyCheck(timer, timer.model_fn(None, None), torch.zeros(1, 3, 8, 8), runs=30, budget_s=budget)
+    steps = _Steps()
+    assert check.ratio(torch.nn.Identity(), steps) == pytest.approx(1.0)
+    assert _SlowModels.asked == [rounds] and steps.n == 30  # at least min_runs; the bar ends full
