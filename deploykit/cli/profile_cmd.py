@@ -15,8 +15,8 @@ EXAMPLE = ("Example: deploykit profile torchvision:resnet18 --backend ort --thre
 
 
 @click.command("profile", epilog=EXAMPLE, help=f"""Measure the latency table pruning to latency uses: every
-prunable group's layers over a fine scan of widths (cliffs: the widths where latency jumps, and the ladder of
-widths at the low side of each step, what --round-to auto picks from), every convolution and linear layer on a
+prunable group's layers over the top --scan widths, searched by bisection (cliffs: the widths where latency
+jumps, and the ladder of widths at the low side of each step, what --round-to auto picks from), every convolution and linear layer on a
 grid of (input, output) channel counts fitted monotone, and a calibration of the table against whole pruned
 variants timed end to end. The table is cached, keyed by model, backend, device, precision, batch and threads
 (compress reuses it); --out also writes it to a file for --lut.\n\n{MODEL_HELP}""")
