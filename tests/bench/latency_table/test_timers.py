@@ -54,7 +54,7 @@ def test_slow_layers_get_fewer_runs_within_the_bounds():
 class _SlowModels(nets.FakeTimer):
     """Whole models take 20 ms a call; records the rounds the calibration asks for."""
 
-    name = "fake-slow-models"
+    name = "fake-slow"
     asked: list[int] = []
 
     def model_fn(self, module, example):
