@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -95,7 +96,12 @@ def markdown(rows: list[dict], missing: list[str], args: argparse.Namespace) -> 
                      f"{cell(r, 'profile_s')} | {cell(b, 'points')} | {cell(r, 'points')} | {cell(b, 'measured', '{:.3f}')} "
                      f"| {cell(r, 'measured', '{:.3f}')} | {cell(b, 'load')} / {cell(r, 'load')} |")
     over = [r["model"] for r in rows if r["seconds"] > GOAL_S]
+    pairs = [(before[r["model"]]["seconds"], r["seconds"]) for r in rows if r["model"] in before]
     lines += ["", f"Over {GOAL_S} s after: {', '.join(over) if over else 'none'} (of {len(rows)} rows)."]
+    if pairs:
+        speed = statistics.median(b / a for b, a in pairs)
+        lines += [f"Over the {len(pairs)} models with both rows: median speedup {speed:.1f}x; within {GOAL_S} s "
+                  f"{sum(a <= GOAL_S for _, a in pairs)} after, {sum(b <= GOAL_S for b, _ in pairs)} before."]
     return "\n".join(lines) + "\n"
 
 
