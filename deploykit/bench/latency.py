@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,6 +43,21 @@ def summarize(model: str, batch: int, times_s: list[float]) -> LatencyResult:
 def _onnx_input_shape(sess, batch: int) -> tuple[int, ...]:
     shape = sess.get_inputs()[0].shape
     return tuple(batch if i == 0 else int(d) for i, d in enumerate(shape))
+
+
+def budgeted(budget_s: float, each_s: float, least: int, most: int) -> int:
+    """How many timed runs of ``each_s`` seconds fit ``budget_s``, between ``least`` and ``most``
+    (``most`` wins where the two cross: it is what the user asked for)."""
+    return min(most, max(least, math.ceil(budget_s / max(each_s, 1e-9))))
+
+
+def warm_round(fns: dict[str, Callable[[], object]]) -> float:
+    """Run every callable once (an untimed warm-up round for :func:`interleaved`); seconds of a timed
+    round, where each timed call follows an untimed one."""
+    t0 = time.perf_counter()
+    for fn in fns.values():
+        fn()
+    return 2 * (time.perf_counter() - t0)
 
 
 def interleaved(fns: dict[str, Callable[[], object]], runs: int, warmup: int, task=None,

@@ -12,15 +12,14 @@ device: a table measured on a Jetson predicts, and nothing here can check it.
 from __future__ import annotations
 
 import copy
-import math
 import statistics
-import time
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from deploykit.bench.latency import budgeted, warm_round
 from deploykit.bench.latency_table.file import LutKey
 from deploykit.bench.latency_table.timers import TIMERS, Timer, TimingConfig, get_timer
 from deploykit.progress import Task
@@ -63,11 +62,7 @@ class LatencyCheck:
         """Median latency of ``model`` over the base's, both timed in the same rounds (``task``
         advances once a round)."""
         fns = {"base": self.base_fn, "now": self.timer.model_fn(_snapshot(model), self.example)}
-        t0 = time.perf_counter()
-        for fn in fns.values():  # the first warm-up round, timed: how many rounds fit the budget
-            fn()
-        round_s = max(1e-9, 2 * (time.perf_counter() - t0))  # each timed call follows an untimed one
-        runs = min(self.runs, max(self.min_runs, math.ceil(self.budget_s / round_s)))
+        runs = budgeted(self.budget_s, warm_round(fns), self.min_runs, self.runs)  # the first warm-up round, timed
         times = self.timer.time_models(fns, runs, max(0, self.warmup - 1), task)
         if task is not None and runs < self.runs:
             task.advance(self.runs - runs)  # the bar was sized for the most rounds

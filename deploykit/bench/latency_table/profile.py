@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from deploykit.bench.latency import budgeted, warm_round
 from deploykit.bench.latency_table.file import (
     Calibration,
     CalibrationPoint,
@@ -347,13 +348,9 @@ class Profiler:
                 task.advance()
         # One untimed round absorbs first-call setup (every timed call then follows an untimed one of the
         # same model) and says how long a round takes: a slow model gets fewer rounds, at least 5 a pass.
-        t0 = time.perf_counter()
-        for fn in fns.values():
-            fn()
-        round_s = max(1e-9, 2 * (time.perf_counter() - t0))
+        round_s = warm_round(fns)
         passes = max(1, self.cfg.passes)
-        fit = math.ceil(self.cfg.calibration_budget_s / passes / round_s)
-        per_pass = max(5, min(self.cfg.calibration_runs // passes, fit))
+        per_pass = max(5, budgeted(self.cfg.calibration_budget_s / passes, round_s, 5, self.cfg.calibration_runs // passes))
         times: dict[str, list[float]] = {f: [] for f in fns}
         fast: dict[str, float] = {}
         with self.rep.task("calibration runs", per_pass * passes) as task:

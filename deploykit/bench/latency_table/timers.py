@@ -16,7 +16,6 @@ have between layers.
 from __future__ import annotations
 
 import json
-import math
 import os
 import statistics
 import tempfile
@@ -30,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from deploykit.bench.latency import interleaved
+from deploykit.bench.latency import budgeted, interleaved
 from deploykit.bench.latency_table.layers import LayerOp, input_shape, onnx_layer, torch_module
 from deploykit.bench.machine import cpu_name
 from deploykit.errors import DeployKitError
@@ -95,8 +94,7 @@ class Timer:
 
     def runs_for(self, seconds: float) -> int:
         """Timed runs of a layer whose warm-up run took ``seconds``: ``runs``, fewer for a slow layer."""
-        fit = math.ceil(self.cfg.budget_ms / 1e3 / max(seconds, 1e-9))
-        return min(self.cfg.runs, max(MIN_RUNS, fit))
+        return budgeted(self.cfg.budget_ms / 1e3, seconds, MIN_RUNS, self.cfg.runs)
 
     def model_fn(self, module: nn.Module, example: torch.Tensor) -> Callable[[], object]:
         """A callable that runs ``module`` once on a batch of ``example``'s shape."""
