@@ -135,9 +135,10 @@ def _export_model(built: BuiltModel, dest: Path, opset: int, dynamic_batch: bool
 
 
 def write_onnx(model: nn.Module, example: torch.Tensor, dest: str | Path, opset: int = DEFAULT_OPSET,
-               dynamic_batch: bool = True, check: bool = True) -> tuple[int, list[str]]:
+               dynamic_batch: bool = True, check: bool = True, params: bool = True) -> tuple[int, list[str]]:
     """The exporter itself: ``model`` on ``example`` to ``dest`` (TorchScript exporter, constant folding),
-    checked by onnx.checker unless ``check`` is False.
+    checked by onnx.checker unless ``check`` is False. Without ``params`` the weights are graph inputs
+    instead of initializers (the graph alone, for timing: see ``deploykit.bench.latency_table.layers.model_graph``).
 
     Returns:
         The opset written and the output names (``output``, or ``output_0``, ``output_1``, ...).
@@ -157,6 +158,7 @@ def write_onnx(model: nn.Module, example: torch.Tensor, dest: str | Path, opset:
         torch.onnx.export(
             model, (example,), str(dest), dynamo=False, opset_version=opset,
             input_names=[INPUT_NAME], output_names=outputs, dynamic_axes=axes, do_constant_folding=True,
+            export_params=params,
         )
     if not check:
         return opset, outputs

@@ -234,3 +234,53 @@ def onnx_layer(op: LayerOp, cin: int, cout: int, batch: int) -> LayerGraph:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return LayerGraph(model.SerializeToString(), data)
+
+
+def model_graph(module: nn.Module, example: torch.Tensor) -> LayerGraph | None:
+    """``module`` at ``example``'s static shape as an ONNX graph whose weights are given alongside,
+    for timing a whole model (calibration variants, compress's latency checks).
+
+    The exporter writes the graph without its weights (they become graph inputs); each is then
+    declared an external initializer: the module's own tensor where the input is one of its
+    parameters or buffers, a view of the shared random buffer (:func:`weights`) where the exporter
+    computed it (a BatchNorm folded into its convolution): a dense kernel's speed does not depend
+    on the values. Serializing a VGG-11's 500 MB of weights into the protobuf, writing and parsing
+    it took more than the graph's export and the session together.
+
+    Returns:
+        The graph, or None where an input cannot be supplied so (computed, but not float or of a
+        dynamic shape): time the complete export then.
+    """
+    import tempfile
+    from pathlib import Path
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    from deploykit.export.onnx import INPUT_NAME, write_onnx
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "m.onnx"
+        write_onnx(module, example, path, dynamic_batch=False, check=False, params=False)
+        proto = onnx.load(str(path))
+    own = dict((*module.named_parameters(), *module.named_buffers()))
+    data: dict[str, np.ndarray] = {}
+    for inp in proto.graph.input:
+        if inp.name == INPUT_NAME:
+            continue
+        tt = inp.type.tensor_type
+        if inp.name in own:
+            data[inp.name] = own[inp.name].detach().cpu().contiguous().numpy()
+        elif tt.elem_type == TensorProto.FLOAT and all(d.HasField("dim_value") for d in tt.shape.dim):
+            data[inp.name] = weights(*(d.dim_value for d in tt.shape.dim))
+        else:
+            return None
+    kept = [i for i in proto.graph.input if i.name not in data]
+    del proto.graph.input[:]
+    proto.graph.input.extend(kept)
+    for name, a in data.items():
+        t = TensorProto(name=name, data_type=helper.np_dtype_to_tensor_dtype(a.dtype), dims=a.shape,
+                        data_location=TensorProto.EXTERNAL)
+        t.external_data.add(key="location", value=name)
+        proto.graph.initializer.append(t)
+    return LayerGraph(proto.SerializeToString(), data)

@@ -30,10 +30,10 @@ import torch
 from torch import nn
 
 from deploykit.bench.latency import budgeted, interleaved
-from deploykit.bench.latency_table.layers import LayerOp, input_shape, onnx_layer, torch_module
+from deploykit.bench.latency_table.layers import LayerOp, input_shape, model_graph, onnx_layer, torch_module
 from deploykit.bench.machine import cpu_name
 from deploykit.errors import DeployKitError
-from deploykit.export.onnx import onnx_bytes
+from deploykit.export.onnx import INPUT_NAME, onnx_bytes
 from deploykit.export.session import ort_session
 from deploykit.registry import View
 from deploykit.runtime.backends import BACKENDS, Backend
@@ -170,9 +170,11 @@ class OrtTimer(Timer):
         return kernel_ms(events, n_warm)
 
     def model_fn(self, module: nn.Module, example: torch.Tensor) -> Callable[[], object]:
-        sess = self._session(onnx_bytes(module, example[:1]))
-        x = {"input": np.repeat(example[:1].numpy(), self.cfg.batch, axis=0)}
-        return lambda: sess.run(None, x)
+        x = np.repeat(example[:1].numpy(), self.cfg.batch, axis=0)
+        graph = model_graph(module, torch.from_numpy(x))
+        sess = self._session(graph.model, initializers=graph.weights) if graph else self._session(
+            onnx_bytes(module, torch.from_numpy(x)))
+        return lambda: sess.run(None, {INPUT_NAME: x})
 
 
 # Layout conversions a lone layer needs and a network of layers does not.

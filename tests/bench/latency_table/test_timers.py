@@ -1,4 +1,4 @@
-"""Single-layer graphs with external weights, and how many runs a measurement takes."""
+"""Single-layer and whole-model graphs with external weights, and how many runs a measurement takes."""
 
 from __future__ import annotations
 
@@ -9,9 +9,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from deploykit.bench.latency_table.layers import LayerOp, input_shape, onnx_layer
+import collections
+
+import onnx
+from torch import nn
+
+from deploykit.bench.latency_table.layers import LayerOp, input_shape, model_graph, onnx_layer
 from deploykit.bench.latency_table.profile import Profiler
 from deploykit.bench.latency_table.timers import MIN_RUNS, TIMERS, OrtTimer, Timer, TimingConfig, register_timer
+from deploykit.export.onnx import onnx_bytes
 from deploykit.export.session import ort_session
 from tests.bench import nets
 from tests.bench.conftest import SPEC, fake_config
@@ -37,6 +43,52 @@ def test_a_layer_graph_computes_its_op_with_the_weights_given_alongside(op, cin,
     got = ort_session(layer.model, 1, initializers=layer.weights).run(None, {"x": x})[0]
     want = torch_ref(op, torch.from_numpy(x), layer.weights, cin).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+class _Gather(nn.Module):
+    """Channels picked by indices the exporter computes from an integer buffer (not a weight it can draw)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3)
+        self.register_buffer("idx", torch.tensor([5, 3, 1]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x).index_select(1, self.idx - 1)
+
+
+def _ops(model: bytes) -> collections.Counter:
+    return collections.Counter(n.op_type for n in onnx.load_from_string(model).graph.node)
+
+
+def test_a_model_graph_holds_no_weight_data_and_runs_the_module_own_weights():
+    torch.manual_seed(0)
+    plain = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 4)).eval()
+    x = torch.randn(1, 3, 8, 8)
+    graph = model_graph(plain, x)
+    assert graph is not None and len(graph.model) < 2000 and set(graph.weights) == {n for n, _ in plain.named_parameters()}
+    got = ort_session(graph.model, 1, initializers=graph.weights).run(None, {"input": x.numpy()})[0]
+    np.testing.assert_allclose(got, plain(x).detach().numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_a_model_graph_draws_what_the_exporter_computed_and_keeps_the_graph():
+    bn = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                       nn.Linear(8, 4)).eval()
+    x = torch.randn(1, 3, 8, 8)
+    graph = model_graph(bn, x)
+    assert graph is not None
+    assert any(n not in dict(bn.named_parameters()) for n in graph.weights)  # the BatchNorm folded into the conv
+    assert _ops(graph.model) == _ops(onnx_bytes(bn, x))
+    out = ort_session(graph.model, 1, initializers=graph.weights).run(None, {"input": x.numpy()})[0]
+    assert out.shape == (1, 4) and np.isfinite(out).all()
+
+
+def test_a_model_the_graph_cannot_supply_is_timed_from_its_complete_export():
+    gather = _Gather().eval()
+    x = torch.randn(1, 3, 8, 8)
+    assert model_graph(gather, x) is None  # idx - 1 is an integer tensor the exporter computed
+    fn = OrtTimer(TimingConfig(runs=2, warmup=1)).model_fn(gather, x)
+    assert fn()[0].shape == (1, 3, 6, 6)
 
 
 def test_the_ort_timer_times_a_layer():
