@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
+import collections
 import time
 
 import numpy as np
+import onnx
 import pytest
 import torch
 import torch.nn.functional as F
-
-import collections
-
-import onnx
 from torch import nn
 
 from deploykit.bench.latency_table.layers import LayerOp, input_shape, model_graph, onnx_layer
