@@ -56,7 +56,7 @@ def job(spec: str, target: float, runs: int, threads: int) -> dict[str, Any]:
         points = sum(len(json.loads(p.read_text())) for p in Path(tmp, "latency", "points").glob("*.json"))
     checks = report["latency"]["checks"]
     return {"model": spec, "seconds": round(wall, 1), "profile_s": tables[0].get("seconds") if tables else None,
-            "points": points, "measured": checks[-1]["measured"] if checks else None,
+            "phases": tables[0].get("phases") if tables else None, "points": points, "measured": checks[-1]["measured"] if checks else None,
             "predicted": report["latency"]["predicted_ratio"], "load": round(os.getloadavg()[0], 1)}
 
 
@@ -76,7 +76,7 @@ def markdown(rows: list[dict], missing: list[str], args: argparse.Namespace) -> 
              f"`deploykit compress SPEC --target-latency {args.target} --normalize latency --round-to auto --criterion l2` "
              "in a fresh process with an empty cache (the latency table and every single-layer point measured), random "
              f"weights, ONNX Runtime CPU, batch 1, {args.threads} thread. s: the whole run's wall seconds (goal ≤ {GOAL_S}); "
-             "profile s: the table's own; points: single-layer measurements; measured: the latency ratio of compress's "
+             "profile s: the table's own (after: its phases, scan / layer grids / calibration, where recorded); points: single-layer measurements; measured: the latency ratio of compress's "
              f"last timing of the pruned model against the base. Before: commit {BEFORE['commit']} (code version "
              f"{BEFORE['version']}), the same script; after: this code version. Load: the 1-minute load average when the "
              "row ended (2 cores; above 1, another job shared the machine).", ""]
@@ -92,8 +92,10 @@ def markdown(rows: list[dict], missing: list[str], args: argparse.Namespace) -> 
     for r in rows:
         b = before.get(r["model"])
         speed = f"{b['seconds'] / r['seconds']:.1f}x" if b else "–"
+        ph = r.get("phases")
+        phases = f" ({ph['scan']} / {ph['layers']} / {ph['calibration']})" if ph else ""
         lines.append(f"| {r['model']} | {cell(b, 'seconds')} | **{r['seconds']}** | {speed} | {cell(b, 'profile_s')} | "
-                     f"{cell(r, 'profile_s')} | {cell(b, 'points')} | {cell(r, 'points')} | {cell(b, 'measured', '{:.3f}')} "
+                     f"{cell(r, 'profile_s')}{phases} | {cell(b, 'points')} | {cell(r, 'points')} | {cell(b, 'measured', '{:.3f}')} "
                      f"| {cell(r, 'measured', '{:.3f}')} | {cell(b, 'load')} / {cell(r, 'load')} |")
     over = [r["model"] for r in rows if r["seconds"] > GOAL_S]
     pairs = [(before[r["model"]]["seconds"], r["seconds"]) for r in rows if r["model"] in before]

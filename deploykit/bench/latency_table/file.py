@@ -142,6 +142,7 @@ class Lut(_Strict):
     settings: dict[str, Any]
     base_ms: float
     seconds: float = 0.0
+    phases: dict[str, float] = {}  # seconds per phase: scan, layers, calibration
     layers: dict[str, LayerTable]
     groups: dict[str, GroupCurve]
     calibration: Calibration

@@ -373,10 +373,14 @@ class Profiler:
         """Measure the whole table."""
         t0 = time.perf_counter()
         curves = self.scan()
+        t1 = time.perf_counter()
         layers = self.tables(curves)
+        t2 = time.perf_counter()
         cal, base_ms = self.calibrate(layers, curves)
+        t3 = time.perf_counter()
+        phases = {"scan": round(t1 - t0, 1), "layers": round(t2 - t1, 1), "calibration": round(t3 - t2, 1)}
         return Lut(key=self.key, created=machine()["date"], machine=machine(), settings=self.cfg.settings(),
-                   base_ms=round(base_ms, 4), seconds=round(time.perf_counter() - t0, 1), layers=layers, groups=curves,
+                   base_ms=round(base_ms, 4), seconds=round(t3 - t0, 1), phases=phases, layers=layers, groups=curves,
                    calibration=cal)
 
 

@@ -24,6 +24,9 @@ def test_file_round_trips_and_holds_every_part(tmp_path, smooth_lut, cost_model)
     assert doc["format"] == "deploykit-lut/1"
     assert {"backend", "device", "runtime", "precision", "batch", "threads", "model", "input_shape", "arch"} == set(doc["key"])
     assert {"layers", "groups", "calibration", "machine", "settings", "base_ms"} <= set(doc)
+    # where the profile's time went: its three phases add up to the whole (each rounded to 0.1 s)
+    assert set(doc["phases"]) == {"scan", "layers", "calibration"}
+    assert abs(sum(doc["phases"].values()) - doc["seconds"]) <= 0.25
     # every conv/linear call has a table whose grids match its measured and fitted values
     assert set(doc["layers"]) == {"stem", "dw", "pw", "conv1", "conv2", "head"}
     for t in doc["layers"].values():
