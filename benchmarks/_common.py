@@ -40,10 +40,11 @@ def code_version(job_version: int) -> str:
 
 def git_commit() -> str:
     """``HEAD``'s short hash, ``+dirty`` when tracked files of the package or benchmarks differ from it
-    (new results files are not a change of code)."""
+    (results files, new or rewritten, are not a change of code)."""
     try:
         sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "deploykit", "benchmarks"], cwd=ROOT,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "deploykit", "benchmarks",
+                                ":(exclude)benchmarks/results"], cwd=ROOT,
                                capture_output=True, text=True).stdout.strip()
     except OSError:
         return "unknown"
