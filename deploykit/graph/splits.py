@@ -21,7 +21,7 @@ found by the self-check after pruning, which leaves the group whole.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from itertools import accumulate
 
 import torch_pruning as tp
@@ -138,24 +138,57 @@ def refresh_if_pruned(dg: tp.DependencyGraph) -> None:
     The maps follow from the widths alone, and rebuilding them walks every concat: on DenseNet-121 a
     refresh before each of the ~500 group walks of a compress took most of its time.
     """
-    mods = getattr(dg, "_dk_param_modules", None)
-    if mods is None:  # the modules stay; pruning replaces their parameters, so shapes are read afresh
-        mods = dg._dk_param_modules = [m for m in dg.model.modules() if m._parameters]
-    shapes = tuple(tuple(p.shape) for m in mods for p in m._parameters.values() if p is not None)
+    shapes = _param_shapes(dg)
     if getattr(dg, "_dk_mapped_shapes", None) != shapes:
         refresh(dg)
         dg._dk_mapped_shapes = shapes
 
 
-def refresh(dg: tp.DependencyGraph) -> None:
-    """Torch-Pruning's index maps, then the exact ones for the splits :func:`prepare` sized."""
-    index_mapping.update_index_mapping(dg)
-    for node in dg.module2node.values():
+def _param_shapes(dg: tp.DependencyGraph) -> tuple:
+    mods = getattr(dg, "_dk_param_modules", None)
+    if mods is None:  # the modules stay; pruning replaces their parameters, so shapes are read afresh
+        mods = dg._dk_param_modules = [m for m in dg.model.modules() if m._parameters]
+    return tuple(tuple(p.shape) for m in mods for p in m._parameters.values() if p is not None)
+
+
+# Torch-Pruning's map update of each node type whose maps follow widths (its update_index_mapping, node by node).
+_UPDATES = {
+    tp.ops.OPTYPE.CONCAT: index_mapping.update_concat_index_mapping,
+    tp.ops.OPTYPE.SPLIT: index_mapping.update_split_index_mapping,
+    tp.ops.OPTYPE.RESHAPE: index_mapping.update_reshape_index_mapping,
+    tp.ops.OPTYPE.UNBIND: index_mapping.update_unbind_index_mapping,
+    tp.ops.OPTYPE.EXPAND: index_mapping.update_expand_index_mapping,
+    tp.ops.OPTYPE.SLICE: index_mapping.update_slice_index_mapping,
+}
+
+
+def refresh(dg: tp.DependencyGraph, nodes: Iterable[object] | None = None) -> None:
+    """Torch-Pruning's index maps, then the exact ones for the splits :func:`prepare` sized.
+
+    Args:
+        nodes: only these nodes' maps (those a removal changed the widths of: its group's nodes), and
+            the splits and concats mapped together with them; None: every node.
+    """
+    todo = list(dg.module2node.values()) if nodes is None else list({id(n): n for n in nodes}.values())
+    if nodes is not None:  # a split and the concat it feeds are mapped in one place (_map_split)
+        near = [n for node in todo for n in (node.inputs if node.type == tp.ops.OPTYPE.CONCAT else
+                                             node.outputs if node.type == tp.ops.OPTYPE.SPLIT else ())]
+        todo = list({id(n): n for n in [*todo, *near]}.values())
+    for node in todo:
+        update = _UPDATES.get(node.type)
+        if update is not None:
+            update(dg, node)
+    for node in todo:
         if node.type == tp.ops.OPTYPE.CONCAT and getattr(node.module, "dk_mapped", False):
             _map_concat(node)
-    for node in dg.module2node.values():
+    for node in todo:
         if node.type == tp.ops.OPTYPE.SPLIT and getattr(node.module, "dk_mapped", False):
             _map_split(node)
+
+
+def mark_refreshed(dg: tp.DependencyGraph) -> None:
+    """Record the parameter shapes the maps now follow (after a :func:`refresh` of the nodes a removal changed)."""
+    dg._dk_mapped_shapes = _param_shapes(dg)
 
 
 def _map_concat(node: object) -> None:
