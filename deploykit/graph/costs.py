@@ -194,10 +194,12 @@ class _LayerArrays:
                 self.terms_in[i, g] += share
             for g, share in lay.out_terms:
                 self.terms_out[i, g] += share
-        col = lambda f: np.asarray([f(lay) for lay in layers], dtype=np.float64)  # noqa: E731
-        self.base_in, self.base_out = col(lambda x: x.base_in), col(lambda x: x.base_out)
-        self.groups, self.kernel, self.positions = col(lambda x: x.groups), col(lambda x: x.kernel), col(lambda x: x.out_positions)
-        self.norm, self.dw, self.bias = col(lambda x: x.kind == "norm"), col(lambda x: x.depthwise), col(lambda x: x.bias)
+        def col(field: str) -> np.ndarray:
+            return np.asarray([getattr(lay, field) for lay in layers], dtype=np.float64)
+
+        self.base_in, self.base_out, self.groups = col("base_in"), col("base_out"), col("groups")
+        self.kernel, self.positions, self.dw, self.bias = col("kernel"), col("out_positions"), col("depthwise"), col("bias")
+        self.norm = np.asarray([lay.kind == "norm" for lay in layers], dtype=np.float64)
 
     def totals(self, gone: np.ndarray) -> tuple[float, float]:
         """Summed MACs and params of the layers when each group has lost ``gone`` channels."""

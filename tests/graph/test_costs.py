@@ -53,3 +53,18 @@ def test_saving_matches_the_difference_of_predictions():
     assert s["macs"] == pytest.approx(cm.predict(w).macs - cm.predict(w2).macs)
     assert s["params"] == pytest.approx(cm.predict(w).params - cm.predict(w2).params)
     assert s["memory"] == pytest.approx(cm.predict(w).activation_bytes - cm.predict(w2).activation_bytes)
+
+
+def test_a_saving_is_what_the_prediction_loses():
+    model = torchvision.models.DenseNet(growth_rate=8, block_config=(2, 3), num_init_features=16).eval()
+    cm = CostModel(ModelGraph(model, torch.randn(1, 3, 64, 64)))
+    rnd = random.Random(1)
+    w = [rnd.randint(max(1, f // 2), f) for f in cm.full]
+    for gi in rnd.sample(range(len(w)), 6):
+        k = 1 + rnd.randrange(w[gi] - 1) if w[gi] > 1 else 0
+        saving, before = cm.saving(gi, k, w), cm.predict(w)
+        after = cm.predict([*w[:gi], w[gi] - k, *w[gi + 1:]])
+        assert set(saving) == {"macs", "params", "memory"}
+        assert saving["macs"] == pytest.approx(before.macs - after.macs, abs=1)
+        assert saving["params"] == pytest.approx(before.params - after.params, abs=1)
+        assert saving["memory"] == pytest.approx(before.activation_bytes - after.activation_bytes, abs=1)
