@@ -100,12 +100,13 @@ class _Run(JobHooks):
         epochs = cfg.training.finetune_epochs
         total = max(1, round(epochs * steps_per_epoch)) if epochs > 0 else 0
         kd_teacher = teacher(cfg, self.shape, model, example) if cfg.training.kd and total > 0 else None
-        # Every group checks itself on a copy (pruned == masked); the ones that fail are left whole.
+        # Every group checks itself on a copy (pruned == masked); the ones that fail are left whole. The copy of
+        # the unpruned model the plan is verified against at the end is the probe's reference too (one copy, not two).
         with rep.task("checking every group: pruned equals masked", None), t.phase("check groups"):
-            verdict = verify.probe(built.traced, example, graph, cfg.ignore, seed=cfg.seed)
+            unpruned = copy.deepcopy(built.traced).cpu().eval().float()
+            verdict = verify.probe(unpruned, example, graph, cfg.ignore, seed=cfg.seed, owned=True)
         if verdict.failed:
             rep.log(f"{len(verdict.failed)} group(s) left whole, not followed (why: report.json 'verification')")
-        unpruned = copy.deepcopy(built.traced).cpu().eval()
         with t.phase("cost model"):
             cost_model = CostModel(graph)
         # --normalize latency, --target-latency, --round-to auto: predictions from the latency table.

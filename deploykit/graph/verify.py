@@ -337,11 +337,13 @@ def probe_removal(graph: ModelGraph, seed: int = 0) -> dict[str, set[int]]:
 
 
 def probe(model: nn.Module, example: torch.Tensor, graph: ModelGraph, ignore: Sequence[str] = (),
-          seed: int = 0) -> Verdict:
+          seed: int = 0, owned: bool = False) -> Verdict:
     """Check every prunable group of ``graph`` on a copy of ``model``; leave the failing ones whole.
 
     Marks each failing group of ``graph`` unprunable with its reason (``not followed: ...``);
-    ``model`` itself is not touched.
+    ``model`` itself is not touched. With ``owned`` (a float copy in eval mode that no one runs
+    meanwhile) the checker masks ``model`` itself as the reference instead of copying it first,
+    and leaves it as it was.
     """
     start = time.perf_counter()
     verdict = Verdict()
@@ -349,7 +351,7 @@ def probe(model: nn.Module, example: torch.Tensor, graph: ModelGraph, ignore: Se
         why = next((norm_reason(it.module) for it in g.items if it.module is not None and norm_reason(it.module)), None)
         if why is not None:
             graph.leave_whole(g.id, why)
-    checker = _Checker(model, example, ignore, verdict)
+    checker = _Checker(model, example, ignore, verdict, owned)
     removal = probe_removal(graph, seed)
     if removal:
         layers = {g.id: g.layers for g in graph.prunable()}
