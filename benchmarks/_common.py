@@ -143,7 +143,14 @@ def per_model_main(script: str, description: str, specs: list[str], version: str
         write_row(Path(out), {**job(spec, args.target, args.runs, args.threads), "version": version})
         return
     chosen = args.models.split(",") if args.models else None
-    specs = [s for s in specs if chosen is None or s in chosen or s.split(":", 1)[1] in chosen]
+    if chosen is not None:
+        # A full spec outside the benchmark's list is run too; a bare name must be one of the list's.
+        unknown = [c for c in chosen if ":" not in c and c not in {s.split(":", 1)[1] for s in specs}]
+        if unknown:
+            ap.error(f"--models {','.join(unknown)}: not in this benchmark's list ({', '.join(specs)}); "
+                     "give another model as a full spec, e.g. torchvision:vgg11_bn")
+        specs = [s for s in specs if s in chosen or s.split(":", 1)[1] in chosen] + [
+            c for c in chosen if ":" in c and c not in specs]
     logs = Path(f"/tmp/dk-{name}-logs")
     rows, missing = [], []
     for spec in specs:
