@@ -248,8 +248,8 @@ def model_graph(module: nn.Module, example: torch.Tensor) -> LayerGraph | None:
     it took more than the graph's export and the session together.
 
     Returns:
-        The graph, or None where an input cannot be supplied so (computed, but not float or of a
-        dynamic shape): time the complete export then.
+        The graph, or None where the exporter refuses the weightless export or an input cannot be
+        supplied so (computed, but not float or of a dynamic shape): time the complete export then.
     """
     import tempfile
     from pathlib import Path
@@ -261,7 +261,10 @@ def model_graph(module: nn.Module, example: torch.Tensor) -> LayerGraph | None:
 
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "m.onnx"
-        write_onnx(module, example, path, dynamic_batch=False, check=False, params=False)
+        try:
+            write_onnx(module, example, path, dynamic_batch=False, check=False, params=False)
+        except Exception:  # noqa: BLE001 - the complete export then says what the exporter refuses
+            return None
         proto = onnx.load(str(path))
     own = dict((*module.named_parameters(), *module.named_buffers()))
     data: dict[str, np.ndarray] = {}
