@@ -3,7 +3,9 @@ import torch
 import torchvision
 
 from deploykit.errors import UnsupportedModelError
+from deploykit.graph import splits
 from deploykit.graph.groups import ModelGraph
+from tests.graph.test_followed_or_whole import C2fResidual
 from tests.models import TwoRes
 
 
@@ -66,3 +68,23 @@ def test_torchvision_resnet18_groups():
     m = torchvision.models.resnet18().eval()
     g = ModelGraph(m, torch.randn(1, 3, 64, 64))
     assert len(g.groups) == 13 and len(g.prunable()) == 12
+
+
+def _maps(dg) -> list[str]:
+    """Every dependency's index maps, as comparable text."""
+    return [f"{id(node)}>{id(dep.target)}:" + ";".join(f"{type(m).__name__}{sorted(vars(m).items())}" for m in dep.index_mapping
+                                                   if m is not None)
+            for node in dg.module2node.values() for dep in node.dependencies]
+
+
+@pytest.mark.parametrize("make", [
+    lambda: torchvision.models.DenseNet(growth_rate=8, block_config=(2, 3), num_init_features=16),
+    C2fResidual,
+], ids=["densenet", "c2f"])
+def test_a_removal_leaves_the_index_maps_a_full_refresh_would_build(make):
+    g = ModelGraph(make().eval(), torch.randn(1, 3, 32, 32))
+    for gr in g.prunable():  # each removal refreshes only the maps of the nodes its group changed
+        g.remove(gr.id, [c for atom in gr.atoms[: len(gr.atoms) // 2] for c in atom])
+    incremental = _maps(g.dg)
+    splits.refresh(g.dg)
+    assert _maps(g.dg) == incremental
