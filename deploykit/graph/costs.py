@@ -18,7 +18,6 @@ from dataclasses import asdict, dataclass, replace
 from typing import Protocol
 
 import numpy as np
-
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -194,6 +193,7 @@ class _LayerArrays:
                 self.terms_in[i, g] += share
             for g, share in lay.out_terms:
                 self.terms_out[i, g] += share
+
         def col(field: str) -> np.ndarray:
             return np.asarray([getattr(lay, field) for lay in layers], dtype=np.float64)
 
