@@ -78,11 +78,14 @@ def profile(model: str, backend: str, out_path: Path | None, batch: int, threads
     from deploykit.bench.latency_table.file import cache_path
 
     where = cache_path(lut.key)
-    out(f"table {'measured' if source == 'measured' else 'from the cache'}: {where}")
+    ph = lut.phases
+    took = (f" in {lut.seconds:.1f} s (scan {ph['scan']}, layer grids {ph['layers']}, calibration {ph['calibration']} s)"
+            if ph else f" in {lut.seconds:.1f} s")
+    out(f"table {'measured' + took if source == 'measured' else 'from the cache'}: {where}")
     if out_path is not None:
         lut.save(out_path)
         out(f"wrote {out_path}")
     emit({"cache": str(where), "out": str(out_path) if out_path else None, "key": lut.key.model_dump(),
-          "base_ms": lut.base_ms, "calibration": cal.model_dump(),
+          "base_ms": lut.base_ms, "seconds": lut.seconds, "phases": lut.phases, "calibration": cal.model_dump(),
           "groups": {gid: {"channels": c.channels, "cliffs": c.cliffs, "period": c.period, "ladder": c.ladder}
                      for gid, c in lut.groups.items()}}, json_path)

@@ -76,7 +76,7 @@ def test_profile_measures_caches_and_writes_a_table(tmp_path, capsys):
             "--passes", "1", "--calibration-runs", "2", "--out", str(lut), "--json", str(tmp_path / "p.json")]
     assert cli(args) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
-    assert "table measured:" in out and "ladder (top)" in out
+    assert "table measured in " in out and "(scan " in out and "ladder (top)" in out
     table = read_lut(lut)
     assert table.key.backend == "ort" and table.key.threads == 1 and table.key.batch == 1 and table.key.precision == "fp32"
     assert set(table.layers) == {"stem", "dw", "pw", "conv1", "conv2", "head"} and table.base_ms > 0
