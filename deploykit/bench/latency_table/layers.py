@@ -64,6 +64,10 @@ class LayerOp:
         """Inverse of :meth:`to_dict`."""
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
+    def weight_count(self, cin: int, cout: int) -> int:
+        """Weights of the layer at ``cin`` → ``cout`` channels (bias aside)."""
+        return cout * (cin // self.groups(cin)) * math.prod(self.kernel)
+
     def macs(self, cin: int, cout: int) -> float:
         """Multiply-accumulates of one sample (for reports and sanity checks)."""
         if self.kind == "linear":

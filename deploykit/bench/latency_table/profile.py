@@ -60,6 +60,10 @@ from deploykit.graph.costs import CostModel
 from deploykit.progress import Reporter
 
 
+# Weights (MB, float32) above which a layer point's passes share one built layer.
+HEAVY_WEIGHT_MB = 64.0
+
+
 @dataclass(frozen=True)
 class ProfileConfig:
     """How a table is measured.
@@ -183,17 +187,25 @@ class Profiler:
         return max(1, round(cin)), max(1, round(cout))
 
     def measure_all(self, points: Sequence[tuple[LayerOp, int, int]], what: str) -> None:
-        """Measure every point not cached yet, ``passes`` times in alternating order, keeping the least."""
+        """Measure every point not cached yet, ``passes`` times in alternating order, keeping the least.
+
+        A point with more than :data:`HEAVY_WEIGHT_MB` of weights takes its passes back to back on
+        one built layer in the first pass: building it costs many times its runs.
+        """
         todo = list(dict.fromkeys(p for p in points if self.points.get(PointCache.name(p[0].key(), p[1], p[2])) is None))
         passes = max(1, self.cfg.passes)
+        heavy = {p for p in todo if p[0].weight_count(p[1], p[2]) * 4 > HEAVY_WEIGHT_MB * 1e6}
         with self.rep.task(what, len(todo) * passes) as task:
             for k in range(passes):
                 for op, cin, cout in todo if k % 2 == 0 else reversed(todo):
+                    big = (op, cin, cout) in heavy
+                    if big and k > 0:
+                        continue
                     name = PointCache.name(op.key(), cin, cout)
-                    ms = self.timer.layer_ms(op, cin, cout)
+                    ms = self.timer.layer_ms_passes(op, cin, cout, passes) if big else self.timer.layer_ms(op, cin, cout)
                     old = self.points.new.get(name)
                     self.points.put(name, ms if old is None else min(old, ms))
-                    task.advance(1, f"pass {k + 1}/{passes}")
+                    task.advance(passes if big else 1, f"pass {k + 1}/{passes}")
                     if len(self.points.new) % 500 == 0:  # keep what was measured should the run be cut short
                         self.points.save()
         self.points.save()

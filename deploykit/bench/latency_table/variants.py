@@ -18,8 +18,13 @@ from deploykit.graph.groups import ModelGraph
 
 
 def prune_to_widths(model: nn.Module, example: torch.Tensor, widths: dict[str, int], ignore: Sequence[str] = ()) -> nn.Module:
-    """A copy of ``model`` whose group ``gid`` keeps ``widths[gid]`` channels (whole atoms, rounded up)."""
-    clone = copy.deepcopy(model).eval()
+    """A copy of ``model`` whose group ``gid`` keeps ``widths[gid]`` channels (whole atoms, rounded up).
+
+    The copy's unpruned tensors share storage with ``model``'s: pruning replaces a layer's
+    tensors with new ones and never writes into them, and copying a VGG's 500 MB of weights
+    for every calibration variant took a third of the variant's making.
+    """
+    clone = shared_copy(model).eval()
     graph = ModelGraph(clone, example, ignore=ignore)
     for g in graph.prunable():
         want = widths.get(g.id)
@@ -35,6 +40,17 @@ def prune_to_widths(model: nn.Module, example: torch.Tensor, widths: dict[str, i
         kept = {c for a in keep for c in a}
         graph.remove(g.id, [c for c in g.kept if c not in kept])
     return clone
+
+
+def shared_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model``'s modules whose parameters and buffers are views of ``model``'s (no
+    weight is copied): for edits that replace tensors, never for ones that write into them."""
+    memo: dict[int, object] = {}
+    for p in model.parameters():
+        memo[id(p)] = nn.Parameter(p.detach(), requires_grad=p.requires_grad)
+    for b in model.buffers():
+        memo[id(b)] = b.detach()
+    return copy.deepcopy(model, memo)
 
 
 def random_widths(full: dict[str, int], units: dict[str, int], rng: np.random.Generator, low: float = 0.3,

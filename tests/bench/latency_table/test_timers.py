@@ -14,7 +14,7 @@ from torch import nn
 
 from deploykit.bench.latency_table.layers import LayerOp, input_shape, model_graph, onnx_layer
 from deploykit.bench.latency_table.profile import Profiler
-from deploykit.bench.latency_table.timers import MIN_RUNS, TIMERS, OrtTimer, Timer, TimingConfig, register_timer
+from deploykit.bench.latency_table.timers import MIN_RUNS, TIMERS, OrtTimer, Timer, TimingConfig, kernel_ms, register_timer
 from deploykit.export.onnx import onnx_bytes
 from deploykit.export.session import ort_session
 from tests.bench import nets
@@ -149,3 +149,51 @@ def test_a_latency_check_of_a_slow_model_takes_fewer_rounds_and_fills_its_bar(bu
     steps = _Steps()
     assert check.ratio(torch.nn.Identity(), steps) == pytest.approx(1.0)
     assert _SlowModels.asked == [rounds] and steps.n == 30  # at least min_runs; the bar ends full
+
+
+def _event(node: str, ms: float) -> dict:
+    return {"cat": "Node", "name": f"{node}_kernel_time", "dur": ms * 1e3, "args": {"op_name": "Conv"}}
+
+
+def test_kernel_time_is_the_sum_of_node_medians_per_block_of_runs():
+    # two nodes, one warm-up run, then two blocks of three runs; the second block ran under load
+    a = [9.0, 1.0, 1.2, 1.1, 2.0, 2.2, 2.1]
+    b = [5.0, 0.5, 0.5, 0.5, 0.9, 0.9, 0.9]
+    events = [e for x, y in zip(a, b) for e in (_event("a", x), _event("b", y))]
+    events.append({"cat": "Node", "name": "r_kernel_time", "dur": 7e3, "args": {"op_name": "ReorderInput"}})
+    assert kernel_ms(events, 1, 2) == pytest.approx([1.6, 3.0])
+    assert kernel_ms(events, 1) == pytest.approx([1.6 + 0.7])  # one block: the medians of all six runs
+
+
+class _Counting(nets.FakeTimer):
+    """Counts the calls of each kind of layer measurement."""
+
+    name = "fake-counting"
+    calls: collections.Counter = collections.Counter()
+
+    def layer_ms(self, op, cin, cout):
+        type(self).calls["single"] += 1
+        return super().layer_ms(op, cin, cout)
+
+    def layer_ms_passes(self, op, cin, cout, passes):
+        type(self).calls[f"passes={passes}"] += 1
+        return nets.smooth_ms(op, cin, cout)
+
+
+if _Counting.name not in TIMERS:
+    register_timer(_Counting.name, _Counting)
+
+
+def test_a_heavy_point_takes_its_passes_on_one_built_layer(cost_model):
+    _Counting.calls = collections.Counter()
+    prof = Profiler(cost_model, SPEC, fake_config(_Counting.name, passes=3, cache=False))
+    big = 8192 * 4096  # 134 MB of float32 weights
+    assert LINEAR.weight_count(8192, 4096) == big and CONV.weight_count(6, 10) == 6 * 10 * 9
+    prof.measure_all([(LINEAR, 8192, 4096), (CONV, 6, 10), (CONV, 6, 12)], "test")
+    assert _Counting.calls == {"passes=3": 1, "single": 6}  # the two light points once a pass
+    assert prof.measure(LINEAR, 8192, 4096) == pytest.approx(nets.smooth_ms(LINEAR, 8192, 4096))
+
+
+def test_the_ort_timer_takes_passes_on_one_session():
+    ms = OrtTimer(TimingConfig(runs=3)).layer_ms_passes(CONV, 6, 10, 2)
+    assert ms > 0
