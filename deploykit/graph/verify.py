@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from deploykit.config import one_line
+from deploykit.graph.copies import shared_copy
 from deploykit.graph.groups import Group, ModelGraph
 from deploykit.graph.pruners import ChannelScatter
 
@@ -239,7 +240,7 @@ class _Checker:
     def trial(self, removal: dict[str, set[int]]) -> str | None:
         """None when pruning ``removal`` equals masking it, else what broke."""
         self.verdict.trials += 1
-        twin = copy.deepcopy(self.model)
+        twin = shared_copy(self.model)  # pruning replaces its tensors; the hooks below leave the weights alone
         graph = ModelGraph(twin, self.x, ignore=self.ignore)
         removal = {gid: r for gid, r in removal.items() if r}
         # The reference is the model itself, masked by hooks that every path below removes again: one copy

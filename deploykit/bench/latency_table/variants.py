@@ -6,7 +6,6 @@ first atoms of every group. The copy is traced again, so the original is untouch
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Sequence
 
@@ -14,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from deploykit.graph.copies import shared_copy
 from deploykit.graph.groups import ModelGraph
 
 
@@ -40,17 +40,6 @@ def prune_to_widths(model: nn.Module, example: torch.Tensor, widths: dict[str, i
         kept = {c for a in keep for c in a}
         graph.remove(g.id, [c for c in g.kept if c not in kept])
     return clone
-
-
-def shared_copy(model: nn.Module) -> nn.Module:
-    """A copy of ``model``'s modules whose parameters and buffers are views of ``model``'s (no
-    weight is copied): for edits that replace tensors, never for ones that write into them."""
-    memo: dict[int, object] = {}
-    for p in model.parameters():
-        memo[id(p)] = nn.Parameter(p.detach(), requires_grad=p.requires_grad)
-    for b in model.buffers():
-        memo[id(b)] = b.detach()
-    return copy.deepcopy(model, memo)
 
 
 def random_widths(full: dict[str, int], units: dict[str, int], rng: np.random.Generator, low: float = 0.3,

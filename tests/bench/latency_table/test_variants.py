@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from deploykit.bench.latency_table.variants import prune_to_widths, shared_copy
+from deploykit.bench.latency_table.variants import prune_to_widths
+from deploykit.graph.copies import shared_copy
 from deploykit.graph.groups import ModelGraph
 from deploykit.zoo import build_model
 
