@@ -108,6 +108,7 @@ ROWS: dict[str, Row] = {
     "dk-progressive-flops": Row("deploykit", {"schedule": "progressive", "prune_within": 0.5, "normalize": "flops"}),
     "dk-rt1": Row("deploykit", {"round_to": 1}),
     "dk-rt16": Row("deploykit", {"round_to": 16}),
+    "dk-rt16-8": Row("deploykit", {"round_to": "16:8"}),
     "dk-kd0.9": Row("deploykit", {"kd_alpha": 0.9}),
     "dk-lr0.02": Row("deploykit", {"lr": 0.02}),
 }

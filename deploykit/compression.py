@@ -60,7 +60,7 @@ class SelectionSettings(StrictConfig):
     targets: dict[str, float] = {}
     criterion: str = "fisher"
     normalize: str | None = None
-    round_to: int | Literal["auto"] = 8
+    round_to: int | str = 8  # N, "BLOCK:STEP" or "auto"
     max_ratio: float = Field(0.9, gt=0, lt=1, allow_inf_nan=False)
     schedule: str = "oneshot"
     recover: str | None = None
@@ -90,12 +90,16 @@ class SelectionSettings(StrictConfig):
         # "auto": widths at the low side of latency steps, from the latency table.
         if isinstance(v, str) and v.strip().lower() == "auto":
             return "auto"
+        if isinstance(v, str) and ":" in v:
+            from deploykit.select.block_rounding import BlockRounding
+
+            return str(BlockRounding.parse(v.strip()))
         try:
             k = int(v)
         except (TypeError, ValueError):
-            raise DeployKitError(f"--round-to {v!r}: give a positive integer or auto") from None
+            raise DeployKitError(f"--round-to {v!r}: give a positive integer, BLOCK:STEP (e.g. 16:8) or auto") from None
         if k < 1:
-            raise DeployKitError(f"--round-to {v!r}: give a positive integer or auto")
+            raise DeployKitError(f"--round-to {v!r}: give a positive integer, BLOCK:STEP (e.g. 16:8) or auto")
         return k
 
 

@@ -61,7 +61,8 @@ process trains on its share of each global batch and rank 0 writes.\n\n{MODEL_HE
 @click.option("--bn-batches", default=20, show_default=True, type=int, help="Batches for BatchNorm recalibration after pruning.")
 @click.option("--round-to", default="8", show_default=True,
               help="Keep every pruned width a multiple of this (16 runs faster on ONNX Runtime with AVX-512 and on "
-              "TensorRT INT8, at a coarser choice); auto: widths at the low side of latency steps (latency table).")
+              "TensorRT INT8, at a coarser choice); BLOCK:STEP (e.g. 16:8): multiples of BLOCK, or of STEP below "
+              "BLOCK; auto: widths at the low side of latency steps (latency table).")
 @click.option("--lut", help="Latency table from deploykit profile (--normalize latency, --target-latency, --round-to auto); "
               "default: the cached table for ONNX Runtime CPU, batch 1, 1 thread, measured on first use.")
 @click.option("--latency-checks", default=3, show_default=True, type=int,

@@ -115,7 +115,7 @@ class _Run(JobHooks):
                                      round_to=cfg.selection.round_to, lut=cfg.latency.lut, ignore=cfg.ignore,
                                      reporter=rep)
         base_costs = cost_model.base
-        round_to, ladders = ladders_for(latency, cfg.selection.round_to)
+        round_to, ladders = ladders_for(latency, cfg.selection.round_to, cost_model)
         sel_cfg = SelectConfig(self.rs.targets, self.rs.normalize, round_to, cfg.selection.max_ratio, ladders=ladders)
         with t.phase("cost model"):
             unrounded = rounding(reachable(cost_model, graph, sel_cfg), graph, cfg.selection.round_to)

@@ -14,6 +14,7 @@ from deploykit.bench.latency_table.predictor import LatencyModel
 from deploykit.bench.latency_table.profile import ProfileConfig, load_or_profile
 from deploykit.graph.costs import CostModel
 from deploykit.progress import Reporter
+from deploykit.select.block_rounding import BlockRounding
 from deploykit.select.targets import LATENCY_TARGET
 
 
@@ -42,8 +43,14 @@ def attach_latency(cost_model: CostModel, spec: str, *, normalize: str | None, t
     return model
 
 
-def ladders_for(model: LatencyModel | None, round_to: int | str) -> tuple[int, dict[str, list[int]] | None]:
-    """``(round_to, ladders)`` for :class:`~deploykit.select.SelectConfig`: ``auto`` means step 1 on the ladders."""
+def ladders_for(model: LatencyModel | None, round_to: int | str,
+                cost_model: CostModel | None = None) -> tuple[int, dict[str, list[int]] | None]:
+    """``(round_to, ladders)`` for :class:`~deploykit.select.SelectConfig`: ``auto`` means step 1 on the
+    table's ladders; ``BLOCK:STEP`` steps of STEP on the widths :class:`BlockRounding` allows."""
+    if isinstance(round_to, str) and ":" in round_to:
+        assert cost_model is not None, "round_to BLOCK:STEP needs the cost model's groups"
+        rule = BlockRounding.parse(round_to)
+        return rule.step, {g.id: rule.widths(full) for g, full in zip(cost_model.groups, cost_model.full)}
     if round_to != "auto":
         return int(round_to), None
     assert model is not None, "round_to auto needs the latency model attached first"
