@@ -63,7 +63,7 @@ def provenance(command: str, version: str, commit: str | None = None) -> list[st
             f"Date: {datetime.now(timezone.utc).date()}. Code version {version} ({commit or f'commit {git_commit()}'}).", ""]
 
 
-def export_round_to_variants(spec: str, target: float, round_tos: tuple[int, ...], tmp: Path
+def export_round_to_variants(spec: str, target: float, round_tos: tuple[int | str, ...], tmp: Path
                              ) -> tuple[dict[str, Path], dict[str, dict[str, Any]]]:
     """The base and ``compress --target-macs target --criterion l2 --round-to R`` for each R, exported to ONNX.
 

@@ -1,4 +1,4 @@
-"""Which channel multiple does ONNX Runtime's CPU convolution reward? ``--round-to`` 8 vs 16 at half the MACs.
+"""Which channel multiple does ONNX Runtime's CPU convolution reward? ``--round-to`` 8, 16 and 16:8 at half the MACs.
 
 ONNX Runtime runs CPU convolutions in MLAS's NCHWc layout, whose channel block is 16 floats
 where the CPU has AVX-512F and 8 otherwise: a width between two blocks is padded up and costs
@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import code_version, export_round_to_variants, per_model_main, provenance  # noqa: E402
 
 JOB_VERSION = 1
-ROUND_TO = (8, 16)
+ROUND_TO: tuple[int | str, ...] = (8, 16, "16:8")  # 16:8: multiples of 16, or 8 below 16
 SPECS = ["cifar:resnet20", "cifar:resnet56", "torchvision:mobilenet_v3_large", "torchvision:regnet_y_400mf",
          "torchvision:densenet121", "torchvision:mobilenet_v2", "torchvision:resnet18", "torchvision:efficientnet_b0"]
 VERSION = code_version(JOB_VERSION)
@@ -60,7 +60,7 @@ def job(spec: str, target: float, runs: int, threads: int) -> dict[str, Any]:
 
 def markdown(rows: list[dict], missing: list[str], args: argparse.Namespace) -> str:
     block = rows[0]["nchwc_block"] if rows else nchwc_block()
-    lines = ["# --round-to 8 vs 16 on ONNX Runtime CPU, at half the MACs", "",
+    lines = ["# --round-to 8, 16 and 16:8 on ONNX Runtime CPU, at half the MACs", "",
              *provenance(f"python benchmarks/round_to.py --runs {args.runs} --threads {args.threads}", VERSION),
              f"MLAS NCHWc channel block on this CPU: {block}. ONNX Runtime CPU, {args.threads} intra-op thread(s), "
              f"batch 1; base and every setting interleaved, {args.runs} timed runs after 10 warm-up rounds; latency = "
