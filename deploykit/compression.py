@@ -13,7 +13,7 @@ a cost target (``--target-NAME``) is a :data:`TARGETS` entry
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 from pydantic import Field, field_validator, model_validator
 
