@@ -61,7 +61,7 @@ def job(spec: str, target: float, runs: int, threads: int) -> dict[str, Any]:
 def markdown(rows: list[dict], missing: list[str], args: argparse.Namespace) -> str:
     block = rows[0]["nchwc_block"] if rows else nchwc_block()
     lines = ["# --round-to 8, 16 and 16:8 on ONNX Runtime CPU, at half the MACs", "",
-             *provenance(f"python benchmarks/round_to.py --runs {args.runs} --threads {args.threads}", VERSION),
+             *provenance(" ".join(["python benchmarks/round_to.py", *sys.argv[1:]]), VERSION),
              f"MLAS NCHWc channel block on this CPU: {block}. ONNX Runtime CPU, {args.threads} intra-op thread(s), "
              f"batch 1; base and every setting interleaved, {args.runs} timed runs after 10 warm-up rounds; latency = "
              "p50 ratio to the base in the same run. `compress --target-macs 0.5 --criterion l2 --round-to R`, random "
