@@ -99,6 +99,16 @@ def read_row(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def rows_of_version(results: Path, version: str) -> dict[str, dict[str, Any]]:
+    """The rows in ``results`` computed at code ``version``, by model (a *before* column's rows)."""
+    rows = {}
+    for p in results.glob("*.json"):
+        row = read_row(p)
+        if row and row.get("version") == version:
+            rows[row["model"]] = row
+    return rows
+
+
 def write_row(path: Path, row: dict[str, Any]) -> None:
     """Write a finished row atomically (a killed run leaves no half row)."""
     path.parent.mkdir(parents=True, exist_ok=True)

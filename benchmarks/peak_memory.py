@@ -25,7 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import ROOT, code_version, per_model_main, provenance, read_row  # noqa: E402
+from _common import ROOT, code_version, per_model_main, provenance, rows_of_version  # noqa: E402
 
 JOB_VERSION = 1
 SPECS = ["torchvision:vgg11_bn", "torchvision:wide_resnet50_2"]
@@ -57,17 +57,8 @@ def job(spec: str, target: float, runs: int, threads: int) -> dict[str, Any]:
     return {k: round(v, 1) if isinstance(v, float) else v for k, v in row.items()}
 
 
-def _before(results: Path) -> dict[str, dict]:
-    rows = {}
-    for p in results.glob("*.json"):
-        row = read_row(p)
-        if row and row.get("version") == BEFORE["version"]:
-            rows[row["model"]] = row
-    return rows
-
-
 def markdown(rows: list[dict], missing: list[str], args: argparse.Namespace) -> str:
-    before = _before(Path(args.results))
+    before = rows_of_version(Path(args.results), BEFORE["version"])
     lines = ["# Peak memory of compress and profile, before and after", "",
              *provenance(" ".join(["python benchmarks/peak_memory.py", *sys.argv[1:]]), VERSION),
              f"Each command in a fresh process with an empty cache, random weights, {args.threads} thread: `deploykit "

@@ -29,7 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import code_version, per_model_main, provenance, read_row  # noqa: E402
+from _common import code_version, per_model_main, provenance, rows_of_version  # noqa: E402
 
 JOB_VERSION = 1
 ZOO = ["resnet18", "resnet50", "resnext50_32x4d", "wide_resnet50_2", "vgg11_bn", "mobilenet_v2", "mobilenet_v3_large",
@@ -60,17 +60,8 @@ def job(spec: str, target: float, runs: int, threads: int) -> dict[str, Any]:
             "predicted": report["latency"]["predicted_ratio"], "load": round(os.getloadavg()[0], 1)}
 
 
-def _before(results: Path) -> dict[str, dict]:
-    rows = {}
-    for p in results.glob("*.json"):
-        row = read_row(p)
-        if row and row.get("version") == BEFORE["version"]:
-            rows[row["model"]] = row
-    return rows
-
-
 def markdown(rows: list[dict], missing: list[str], args: argparse.Namespace) -> str:
-    before = _before(Path(args.results))
+    before = rows_of_version(Path(args.results), BEFORE["version"])
     lines = ["# Time to a latency target from an empty cache: profile + compress, before and after", "",
              *provenance(f"python benchmarks/profile_time.py --threads {args.threads}", VERSION),
              f"`deploykit compress SPEC --target-latency {args.target} --normalize latency --round-to auto --criterion l2` "
