@@ -72,7 +72,7 @@ def test_settings_accept_latency_and_auto_and_reject_the_rest(tmp_path):
     assert cfg.targets == {"latency": 0.5} and cfg.round_to == "auto"
     assert CompressConfig.parse(model=SPEC, out="o", target_macs=0.5, round_to="8").round_to == 8
     for bad in ("eight", 0):
-        with pytest.raises(DeployKitError, match="--round-to .*: give a positive integer or auto"):
+        with pytest.raises(DeployKitError, match=r"--round-to .*: give a positive integer, BLOCK:STEP \(e\.g\. 16:8\) or auto"):
             CompressConfig.parse(model=SPEC, out="o", target_macs=0.5, round_to=bad)
     assert wants_latency("latency", [], 1) and wants_latency("memory", ["latency"], 1) and wants_latency(None, [], "auto")
     assert not wants_latency("memory", ["macs"], 8)
