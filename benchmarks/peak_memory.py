@@ -35,12 +35,16 @@ BEFORE = {"commit": "4eb6efb", "version": "fc149f53a499"}
 
 def _peak(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
     """Peak resident MB and wall seconds of ``cmd`` (it must succeed)."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr.read().decode()[-300:] if proc.stderr else ''}")
-    return usage.ru_maxrss / 1024, time.perf_counter() - t0  # ru_maxrss is in KB on Linux
+    # stderr to a file, not a pipe: progress bars would fill a pipe no one reads until wait4 returns.
+    with tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - t0
+        if os.waitstatus_to_exitcode(status) != 0:
+            err.seek(0)
+            raise RuntimeError(f"{' '.join(cmd)} failed: {err.read().decode(errors='replace')[-300:]}")
+    return usage.ru_maxrss / 1024, seconds  # ru_maxrss is in KB on Linux
 
 
 def job(spec: str, target: float, runs: int, threads: int) -> dict[str, Any]:

@@ -90,16 +90,16 @@ class SelectionSettings(StrictConfig):
         # "auto": widths at the low side of latency steps, from the latency table.
         if isinstance(v, str) and v.strip().lower() == "auto":
             return "auto"
-        if isinstance(v, str) and ":" in v:
-            from deploykit.select.block_rounding import BlockRounding
+        from deploykit.select.block_rounding import ROUND_TO_CHOICES, BlockRounding
 
+        if isinstance(v, str) and ":" in v:
             return str(BlockRounding.parse(v.strip()))
         try:
             k = int(v)
         except (TypeError, ValueError):
-            raise DeployKitError(f"--round-to {v!r}: give a positive integer, BLOCK:STEP (e.g. 16:8) or auto") from None
+            raise DeployKitError(f"--round-to {v!r}: give {ROUND_TO_CHOICES}") from None
         if k < 1:
-            raise DeployKitError(f"--round-to {v!r}: give a positive integer, BLOCK:STEP (e.g. 16:8) or auto")
+            raise DeployKitError(f"--round-to {v!r}: give {ROUND_TO_CHOICES}")
         return k
 
 

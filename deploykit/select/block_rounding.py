@@ -15,6 +15,9 @@ from dataclasses import dataclass
 
 from deploykit.errors import DeployKitError
 
+# What --round-to accepts, for every message that rejects a value.
+ROUND_TO_CHOICES = "a positive integer, BLOCK:STEP (e.g. 16:8) or auto"
+
 
 @dataclass(frozen=True)
 class BlockRounding:
@@ -33,7 +36,7 @@ class BlockRounding:
         try:
             block, step = (int(p) for p in text.split(":"))
         except ValueError:
-            raise DeployKitError(f"--round-to {text!r}: give a positive integer, BLOCK:STEP (e.g. 16:8) or auto") from None
+            raise DeployKitError(f"--round-to {text!r}: give {ROUND_TO_CHOICES}") from None
         if step < 1 or block <= step or block % step:
             raise DeployKitError(f"--round-to {text!r}: BLOCK:STEP needs 0 < STEP < BLOCK with STEP dividing BLOCK "
                                  "(e.g. 16:8)")

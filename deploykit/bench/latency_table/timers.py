@@ -160,7 +160,7 @@ class OrtTimer(Timer):
 
     def layer_ms_passes(self, op: LayerOp, cin: int, cout: int, passes: int) -> float:
         # One session for every pass: building it (prepacking a VGG classifier's 400 MB of weights)
-        # takes twenty times the runs a point needs.
+        # took 0.55-1.2 s against 0.13 s for the runs a point needs.
         cfg = self.cfg
         x = np.random.default_rng(0).standard_normal(input_shape(op, cfg.batch, cin)).astype(np.float32)
         with tempfile.TemporaryDirectory() as d:
