@@ -120,6 +120,13 @@ def customized_pruners() -> dict[type, tp.pruner.BasePruningFunc]:
     return pruners
 
 
+def ties_channels(module: nn.Module, out: bool) -> bool:
+    """Whether :func:`atom_keys` may tie some channel of ``module`` to another (grouped, not depthwise, convs)."""
+    if not isinstance(module, nn.modules.conv._ConvNd) or module.groups == 1:
+        return False
+    return isinstance(module, CoupledGroupConv2d) or module.groups != (module.out_channels if out else module.in_channels)
+
+
 def atom_keys(module: nn.Module, out: bool, position: int) -> tuple | None:
     """Which channels must go together with the channel at ``position`` of ``module``.
 

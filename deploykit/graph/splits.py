@@ -138,13 +138,14 @@ def refresh_if_pruned(dg: tp.DependencyGraph) -> None:
     The maps follow from the widths alone, and rebuilding them walks every concat: on DenseNet-121 a
     refresh before each of the ~500 group walks of a compress took most of its time.
     """
-    shapes = _param_shapes(dg)
+    shapes = param_shapes(dg)
     if getattr(dg, "_dk_mapped_shapes", None) != shapes:
         refresh(dg)
         dg._dk_mapped_shapes = shapes
 
 
-def _param_shapes(dg: tp.DependencyGraph) -> tuple:
+def param_shapes(dg: tp.DependencyGraph) -> tuple:
+    """The shapes of every parameter of ``dg``'s model: they change exactly when channels are removed."""
     mods = getattr(dg, "_dk_param_modules", None)
     if mods is None:  # the modules stay; pruning replaces their parameters, so shapes are read afresh
         mods = dg._dk_param_modules = [m for m in dg.model.modules() if m._parameters]
@@ -188,7 +189,7 @@ def refresh(dg: tp.DependencyGraph, nodes: Iterable[object] | None = None) -> No
 
 def mark_refreshed(dg: tp.DependencyGraph) -> None:
     """Record the parameter shapes the maps now follow (after a :func:`refresh` of the nodes a removal changed)."""
-    dg._dk_mapped_shapes = _param_shapes(dg)
+    dg._dk_mapped_shapes = param_shapes(dg)
 
 
 def _map_concat(node: object) -> None:

@@ -88,3 +88,32 @@ def test_a_removal_leaves_the_index_maps_a_full_refresh_would_build(make):
     incremental = _maps(g.dg)
     splits.refresh(g.dg)
     assert _maps(g.dg) == incremental
+
+
+class TwoIntoCat(torch.nn.Module):
+    """Two convs concatenated into a third: removing from the first shifts the second's positions there."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = torch.nn.Conv2d(3, 6, 3, padding=1), torch.nn.Conv2d(3, 5, 3, padding=1)
+        self.out = torch.nn.Conv2d(11, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.cat([self.a(x), self.b(x)], 1)).mean((2, 3))
+
+
+def _positions_in(g: ModelGraph, gid: str, layer: str) -> list[int]:
+    return sorted(p for it in g.tp_items(g.get(gid)) if it.name == layer and not it.out for p in it.idxs)
+
+
+def test_group_walks_are_reused_until_a_removal_changes_a_width():
+    g = ModelGraph(TwoIntoCat().eval(), torch.randn(1, 3, 8, 8))
+    b = g.get("b")
+    assert g.tp_group(b) is g.tp_group(b)  # walked once at these widths
+    assert _positions_in(g, "b", "out") == [6, 7, 8, 9, 10]
+    before = g.tp_group(b)
+    g.remove("a", [0, 3])  # b's channels now enter `out` two positions earlier
+    assert g.tp_group(b) is not before
+    assert _positions_in(g, "b", "out") == [4, 5, 6, 7, 8]
+    g.remove("b", [1])
+    assert _positions_in(g, "b", "out") == [4, 5, 6, 7]
