@@ -89,8 +89,8 @@ def markdown(rows: list[dict], missing: list[str], args: argparse.Namespace) -> 
     if rows:
         lines += [f"1-minute load average when each row ended: {', '.join(str(r.get('load')) for r in rows)} "
                   f"(on {os.cpu_count()} cores; above 1, other jobs shared the machine).", ""]
-    lines += ["Torch-Pruning's time starts from a built model; so does deploykit's \"after build\" (its whole run less "
-              "the `build model` phase), and the ratio compares the two. The whole run's ratio is in the next column.", ""]
+    lines += [("Torch-Pruning's time starts from a built model; so does deploykit's \"after build\" (its whole run less "
+               "the `build model` phase), and the ratio compares the two. The whole run's ratio is in the next column."), ""]
     lines += ["| model | input | TP graph s | TP graph + prune s | deploykit s | after build s | **ratio** | "
               "whole-run ratio | peak MB | " + " | ".join(phases) + " |",
               "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | " + " | ".join("---:" for _ in phases) + " |"]
