@@ -90,9 +90,10 @@ def markdown(spec: str, runs: int, out: list[dict], weights: str | None) -> str:
     lines = ["# The latency table against measurement on uniformly pruned copies", "",
              *provenance(f"python benchmarks/uniform_widths.py --model {spec} --runs {runs}"
                          + (f" --weights {weights}" if weights else ""), VERSION),
-             f"{spec}, {'weights ' + Path(weights).name if weights else 'random weights (seed 0)'}; ONNX Runtime CPU, batch 1, 1 thread, {runs} interleaved runs per model, p50 "
-             f"(base {head['base_ms']} ms). Table: `deploykit profile` defaults on {head['table_key']}. "
-             f"1-minute load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores.", "",
+             (f"{spec}, {'weights ' + Path(weights).name if weights else 'random weights (seed 0)'}; ONNX Runtime CPU, "
+              f"batch 1, 1 thread, {runs} interleaved runs per model, p50 (base {head['base_ms']} ms). Table: "
+              f"`deploykit profile` defaults on {head['table_key']}. 1-minute load average at the end: "
+              f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores."), "",
              "| rule | fraction | widths | MACs | predicted latency | measured latency | predicted / measured |",
              "| --- | ---: | --- | ---: | ---: | ---: | ---: |"]
     for r in rows:
