@@ -133,17 +133,13 @@ def ladder(steps: Steps, lo: int, hi: int, unit: int = 1, fallback: int = 8) -> 
     """Widths in ``[lo, hi]`` at the low side of a step, plus ``hi`` (no pruning), ascending.
 
     With a lattice the cliffs are extended over the whole range (a scan sees only the
-    top of it), and the measured cliffs off the lattice are kept too; with cliffs but no
-    lattice, the cliffs, and multiples of ``fallback`` below the scan; with no scan,
-    multiples of ``fallback`` (in ``unit`` steps).
+    top of it); with cliffs but no lattice, the cliffs, and multiples of ``fallback``
+    below the scan; with no scan, multiples of ``fallback`` (in ``unit`` steps).
     """
     unit = max(1, unit)
     if steps.period and steps.offset is not None:
         p, r = steps.period, steps.offset
-        # A measured cliff is cheaper than every wider width: the table must be read there even when the
-        # lattice missed it. ONNX Runtime with AVX-512 on a 64-wide ResNet-56 group: cliffs 32 36 44 48 60 gave
-        # the lattice 4 mod 8, which left out 32 and 48 (the blocked widths) and read 32 as 36, 1.2x slower.
-        cand = set(range(lo + (r - lo) % p, hi + 1, p)) | set(steps.cliffs)
+        cand = set(range(lo + (r - lo) % p, hi + 1, p))
     else:
         q = max(1, fallback) * unit
         below = min(steps.cliffs) if steps.cliffs else hi + 1

@@ -69,18 +69,6 @@ def test_smooth_latency_allows_every_width_and_no_scan_falls_back():
     assert ladder(empty, lo=3, hi=30, fallback=8) == [8, 16, 24, 30]
 
 
-def test_measured_cliffs_off_the_lattice_stay_on_the_ladder():
-    # ResNet-56's 64-wide group on ONNX Runtime with AVX-512 (ms from a real scan): the blocked widths 32 and 48
-    # are cliffs, and so are 36, 44 and 60 (multiples of 4 off the blocked path), so the lattice is 4 mod 8.
-    widths = list(range(32, 65, 4))
-    ms = [0.3755, 0.438, 0.472, 0.463, 0.481, 0.59, 0.581, 0.532, 0.556]
-    steps = find_steps(widths, ms)
-    assert steps.period == 8 and steps.offset == 4 and {32, 48} <= set(steps.cliffs)
-    lad = ladder(steps, lo=8, hi=64)
-    assert {32, 48} <= set(lad)  # read where they were measured, not at the next lattice width up (36, 52)
-    assert {12, 20, 28} <= set(lad)  # the lattice still extends below the scan
-
-
 @pytest.mark.parametrize("unit", [4])
 def test_atoms_keep_ladder_widths_whole_atoms(unit):
     widths = list(range(32, 65, unit))
