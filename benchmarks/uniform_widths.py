@@ -65,8 +65,8 @@ def run(spec: str, runs: int, weights: str | None = None) -> list[dict]:
         base_onnx = Path(tmp) / "base.onnx"
         deploykit.export_onnx(built, base_onnx)
         for rule in RULES:
-            allowed = ({gid: BlockRounding.parse(rule).widths(c) for gid, c in full.items()} if ":" in rule else
-                       {gid: sorted({w for w in range(8, c, 8)} | {c}) for gid, c in full.items()})
+            # "8": uniform_widths' own multiples of 8; BLOCK:STEP: the widths that rule allows.
+            allowed = {gid: BlockRounding.parse(rule).widths(c) for gid, c in full.items()} if ":" in rule else None
             for f in FRACTIONS:
                 widths = {gid: w for gid, w in uniform_widths(full, f, allowed).items() if gid in prunable}
                 vec = [widths.get(g.id, c) for g, c in zip(cost.groups, cost.full)]
