@@ -74,7 +74,10 @@ CELLS: dict[str, tuple[str, str, float]] = {
 TP_ROUND_TO = 8
 MACS_TOLERANCE = 0.005  # both sides at the same MACs within this (the issue's bound)
 CALIB_BATCHES, BATCH = 8, 64  # deploykit's defaults: the calibration Taylor scores on
-LAT_RUNS, LAT_WARMUP = 300, 30
+# Final timings: up to 3000 rounds in 30 s; Torch-Pruning's search: deploykit's check defaults (1000 in 8 s).
+LAT_RUNS, LAT_BUDGET_S, LAT_WARMUP = 3000, 30.0, 30
+SEARCH_RUNS, SEARCH_BUDGET_S = 1000, 8.0
+LATENCY_METHOD = "fastest-block"
 TP_ENV = "DK_H2H_TP_HISTORY"
 
 
@@ -116,7 +119,7 @@ ROWS: dict[str, Row] = {
 
 # Bumped by hand whenever what a row computes changes (the job functions below); the table code is not hashed,
 # so improving the rendering does not throw the finished rows away.
-JOB_VERSION = 1
+JOB_VERSION = 2  # 2: latency read as each side's fastest block median (deploykit's LatencyCheck), was the p50
 
 
 @dataclass(frozen=True)
@@ -235,13 +238,12 @@ def run_tp(job: Job, work: Path, data: Path) -> dict[str, Any]:
     pre = base.preprocess
     calib = list(batches(load_dataset(train_spec), pre, BATCH, shuffle=True, seed=job.seed, limit=CALIB_BATCHES))
     base_macs = measure(base.model, base.example_input()).macs
-    base_onnx = base_model_onnx(model, work, data)
 
     def cost(ratio: float) -> tuple[float, Any]:
         net, example, hist = _tp_prune(model, row.importance, row.global_pruning, row.steps, ratio, calib, job.seed)
         if kind == "macs":
             return measure(net, example).macs / base_macs, (net, hist)
-        return _latency_of(net, example, pre, base_onnx, work), (net, hist)
+        return _latency_ratio(base.model, net, example, SEARCH_RUNS, SEARCH_BUDGET_S), (net, hist)
 
     # The largest ratio whose cost is over the target is lo; the smallest meeting it is hi.
     lo, hi, best = 0.0, 0.95, None
@@ -284,49 +286,31 @@ def run_tp(job: Job, work: Path, data: Path) -> dict[str, Any]:
     return summary
 
 
-def base_model_onnx(model: str, work: Path, data: Path) -> Path:
-    """The pretrained base model's ONNX (the latency reference), written once."""
-    import deploykit
-    from deploykit.zoo import build_model
+def _latency_ratio(base_net, net, example, runs: int, budget_s: float) -> float:
+    """``net``'s latency over ``base_net``'s as deploykit's own checks measure it (ONNX Runtime CPU, batch 1,
+    1 thread, interleaved; each side's fastest median over blocks of 100 consecutive rounds): both tools'
+    models, the search and the final timing read by one estimator."""
+    from deploykit.bench.latency_check import LatencyCheck
+    from deploykit.bench.latency_table.timers import TimingConfig, get_timer
 
-    path = work / f"base-{model}.onnx"
-    if not path.is_file():
-        deploykit.export_onnx(build_model(f"cifar:{model}", weights=_weights(data, model)), path)
-    return path
-
-
-def _latency_of(net, example, pre, base_onnx: Path, work: Path) -> float:
-    import tempfile
-
-    import deploykit
-    from deploykit.bench.latency import bench_onnx
-    from deploykit.zoo.base import BuiltModel
-
-    with tempfile.TemporaryDirectory(dir=work) as tmp:
-        onnx = Path(tmp) / "m.onnx"
-        deploykit.export_onnx(BuiltModel(model=net.eval(), spec="tp", input_shape=tuple(example.shape), preprocess=pre), onnx)
-        res = bench_onnx([base_onnx, onnx], [1], runs=LAT_RUNS // 2, warmup=LAT_WARMUP, threads=1)
-    p50 = {r.model: r.p50_ms for r in res}
-    return p50[str(onnx)] / p50[str(base_onnx)]
+    timer = get_timer("ort", TimingConfig(batch=1, threads=1))
+    check = LatencyCheck(timer, timer.model_fn(base_net.eval(), example), example, runs=runs, budget_s=budget_s,
+                         warmup=LAT_WARMUP)
+    return check.ratio(net.eval())
 
 
 def time_artifact(job: Job, work: Path, data: Path, result: dict[str, Any]) -> float:
-    """Measured p50 latency ratio (ONNX Runtime CPU, batch 1, 1 thread) of a finished row against its base."""
+    """Measured latency ratio (ONNX Runtime CPU, batch 1, 1 thread) of a finished row against its base."""
     import deploykit
-    from deploykit.bench.latency import bench_onnx
+    from deploykit.zoo import build_model
 
     model = CELLS[job.cell][0]
-    base = base_model_onnx(model, work, data)
-    # Exported afresh every time: a rerun row (same key) must not be timed on an earlier run's file.
-    onnx = work / "onnx" / f"{job.key(VERSION)}.onnx"
-    onnx.parent.mkdir(parents=True, exist_ok=True)
     if ROWS[job.row].kind == "tp":
         os.environ[TP_ENV] = str(work / "tp" / job.key(VERSION) / "history.json")
         sys.path.insert(0, str(Path(__file__).resolve().parent))
-    deploykit.export_onnx(deploykit.load(result["artifact"], trust_factory=True), onnx)
-    res = bench_onnx([base, onnx], [1], runs=LAT_RUNS, warmup=LAT_WARMUP, threads=1)
-    p50 = {r.model: r.p50_ms for r in res}
-    return p50[str(onnx)] / p50[str(base)]
+    base = build_model(f"cifar:{model}", weights=_weights(data, model))
+    pruned = deploykit.load(result["artifact"], trust_factory=True)
+    return _latency_ratio(base.model, pruned.model, base.example_input(), LAT_RUNS, LAT_BUDGET_S)
 
 
 RUNNERS = {"deploykit": run_deploykit, "control": run_deploykit, "tp": run_tp}
@@ -349,6 +333,7 @@ def one(job: Job, work: Path, data: Path, phase: str) -> None:
     else:
         res = json.loads(path.read_text())
         res["latency"] = round(time_artifact(job, work, data, res), 4)
+        res["latency_method"] = LATENCY_METHOD
     write_row(path, res)
 
 
@@ -477,6 +462,7 @@ def render(args: argparse.Namespace) -> str:
     missing = [j for j, r in results.items() if r is None]
     rows = args.rows.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
+    methods = {r.get("latency_method", "p50") for r in results.values() if r is not None and "latency" in r}
     lines = [
         "# deploykit (defaults) vs Torch-Pruning (best settings): CIFAR ResNets at equal MACs / latency",
         "",
@@ -489,8 +475,11 @@ def render(args: argparse.Namespace) -> str:
         "peak LR 0.01 cosine, weight decay 5e-4, batch 64, random crop + flip, BatchNorm recalibration on 20 batches "
         "after pruning; the 50k JPEG75 training set. Top-1: lossless 1k / JPEG75 10k test images, mean ± std over "
         f"seeds {', '.join(map(str, seeds))}. Δ: the paired difference deploykit − row per seed (mean ± std). MACs and "
-        "latency: ratios to the base model; latency is ONNX Runtime CPU p50, batch 1, 1 thread, "
-        f"{LAT_RUNS} runs interleaved with the base.",
+        "latency: ratios to the base model; latency is ONNX Runtime CPU, batch 1, 1 thread, interleaved with the base: "
+        + (f"each side's fastest median over blocks of 100 consecutive rounds, up to {LAT_RUNS} rounds in "
+           f"{LAT_BUDGET_S:.0f} s (deploykit's LatencyCheck; Torch-Pruning's search reads latency the same way)."
+           if methods == {LATENCY_METHOD} else "p50 of 300 runs (job version 1)."
+           if not methods - {"p50"} else f"mixed methods {sorted(methods)}."),
         "",
     ]
     if missing:

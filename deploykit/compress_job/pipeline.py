@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from deploykit.bench.latency_check import LatencyCheck
+from deploykit.bench.latency_table.variants import prune_to_widths
 from deploykit.bench.latency_table.cost_model import attach_latency, ladders_for, latency_report
 from deploykit.bench.latency_table.predictor import LatencyModel
 from deploykit.bench.speedup_warning import speedup_warning
@@ -208,7 +209,8 @@ class _Run(JobHooks):
                          "run: --target-latency is met on the table's prediction, not measured")
             return None
         timing = _BroadcastTiming(check, self.d, self.rep, cfg.selection.targets[LATENCY_TARGET])
-        return LatencyAim(timing, rounds=cfg.latency.latency_checks)
+        return LatencyAim(timing, rounds=cfg.latency.latency_checks,
+                          pruned_copy=lambda widths: prune_to_widths(graph.model, graph.example_input, widths, graph.ignore))
 
     # -- schedule hooks --------------------------------------------------------------------------
     def _calibration(self) -> Iterator[Batch]:

@@ -244,6 +244,23 @@ class Job:
         self.select = aimed
         return True
 
+    def aim_latency(self, scores: dict[str, torch.Tensor]) -> None:
+        """Before a one-shot removal under ``scores``: time candidate selections as pruned copies and
+        aim the selection where the measurement puts the latency target
+        (:meth:`LatencyAim.before_removal`); nothing is removed here."""
+        aim = self.latency
+        if aim is None or aim.pruned_copy is None:
+            return
+        pruned_copy = aim.pruned_copy
+
+        def candidate(select: SelectConfig) -> tuple[float | None, nn.Module]:
+            sel = select_global(self.cost_model, scores, replace(select, max_chunks=None), comparable=self.comparable)
+            widths = {g.id: g.channels - len(sel.remove.get(g.id, ())) for g in self.graph.prunable()}
+            predicted = sel.predicted.ratio(self.cost_model.base).get(LATENCY_COST) if sel.predicted else None
+            return predicted, pruned_copy(widths)
+
+        self.select = aim.before_removal(self.select, candidate, self.state.latency_checks, self.state.iteration)
+
     def reaim_latency(self) -> None:
         """While pruning gradually: time the model now and then and aim the selection where the
         measurement puts the latency target (:meth:`LatencyAim.on_the_way`)."""

@@ -14,7 +14,9 @@ pruning still finishes (the report says how many iterations it took) and there i
 no fine-tuning left.
 
 A latency target is met by measurement where the table's backend runs here: one-shot
-times the pruned model and removes more of its own ranking on a miss; progressive also
+first times candidate selections as pruned copies and removes the least-pruned one that
+measured at or below the target (the aim may rise above it where the table is
+pessimistic), then times the pruned model and removes more of its own ranking on a miss; progressive also
 times it on the way (every 0.1 of predicted latency) and re-aims the prediction, so the
 correction left at the end is small (see :meth:`Job.latency_missed` and :class:`~deploykit.select.latency_aim.LatencyAim`).
 
@@ -58,6 +60,7 @@ class OneShot:
         if job.state.pruned_at is None:
             calib = job.calibration() if job.criterion.requires_data and job.calibration is not None else None
             scores = score_groups(job.criterion, job.scoring, calib)
+            job.aim_latency(scores)  # timed candidates first: the table's aim may over- or under-shoot
             job.remove(scores)
             job.pruning_done(scores)  # measured slower than predicted: more of the same ranking goes
             job.save()  # a checkpoint here spares a resumed run the calibration

@@ -98,12 +98,14 @@ def test_compress_to_a_latency_target_through_the_api(tmp_path, smooth_lut):
     assert truth == pytest.approx(lat["predicted_pruned_ms"], rel=0.02)
 
 
-def _distorted_backend(monkeypatch, base_ms: float, stuck: float) -> None:
-    """The fake backend, except that whole models carry ``stuck × base_ms`` the table cannot see:
-    pruned models are slower, relative to the base, than the table predicts."""
+def _distorted_backend(monkeypatch, base_ms: float, stuck: float = 0.0, amplify: float = 0.0) -> None:
+    """The fake backend, except that whole models carry ``stuck × base_ms`` the table cannot see
+    (pruned models are slower, relative to the base, than the table predicts), and every
+    millisecond a model saves below ``base_ms`` counts ``1 + amplify`` times (faster than predicted)."""
 
     def model_fn(self, module, example):
-        return nets._Run(nets.model_ms(module, example, type(self).fn) + stuck * base_ms)
+        ms = nets.model_ms(module, example, type(self).fn)
+        return nets._Run(ms - amplify * (base_ms - ms) + stuck * base_ms)
 
     monkeypatch.setattr(nets.FakeTimer, "model_fn", model_fn)
 
@@ -115,43 +117,73 @@ def _compress_to_latency(tmp_path, lut, name: str, checks: int) -> dict:
                               normalize="latency", round_to=1, lut=str(lut), evaluate_base=False, latency_checks=checks)
 
 
-def test_latency_checks_prune_on_until_the_measured_ratio_meets_the_target(tmp_path, smooth_lut, monkeypatch):
-    import deploykit
-
-    lut = tmp_path / "lut.json"
-    smooth_lut.save(lut)
+def _base_ms() -> float:
     from deploykit.zoo import build_model
 
     built = build_model(SPEC)
-    base_ms = nets.model_ms(built.model, built.example_input())
-    _distorted_backend(monkeypatch, base_ms, stuck=0.25)
+    return nets.model_ms(built.model, built.example_input())
 
-    def measured(out: str) -> float:
-        m = deploykit.load(out, trust_factory=True)
-        return (nets.model_ms(m.model, m.example_input()) + 0.25 * base_ms) / (1.25 * base_ms)
+
+def _measured(out: str, base_ms: float, stuck: float = 0.0, amplify: float = 0.0) -> float:
+    """The distorted backend's latency ratio of the saved model."""
+    import deploykit
+
+    m = deploykit.load(out, trust_factory=True)
+    ms = nets.model_ms(m.model, m.example_input())
+    return (ms - amplify * (base_ms - ms) + stuck * base_ms) / ((1 + stuck) * base_ms)
+
+
+def test_latency_checks_prune_on_until_the_measured_ratio_meets_the_target(tmp_path, smooth_lut, monkeypatch):
+    lut = tmp_path / "lut.json"
+    smooth_lut.save(lut)
+    base_ms = _base_ms()
+    _distorted_backend(monkeypatch, base_ms, stuck=0.25)
 
     trusted = _compress_to_latency(tmp_path, lut, "trusted", checks=0)
     assert trusted["latency"]["checks"] == []
-    assert trusted["latency"]["predicted_ratio"] <= 0.6 < measured(str(tmp_path / "trusted"))  # the premise: a miss
+    assert trusted["latency"]["predicted_ratio"] <= 0.6 < _measured(str(tmp_path / "trusted"), base_ms, stuck=0.25)
 
     report = _compress_to_latency(tmp_path, lut, "checked", checks=3)
     checks = report["latency"]["checks"]
-    assert len(checks) >= 2 and checks[0]["measured"] > 0.6 and checks[0]["aim"] < checks[0]["predicted"]
-    assert checks[-1]["measured"] <= 0.6 and checks[-1]["aim"] is None
-    assert all(a["measured"] > b["measured"] for a, b in zip(checks, checks[1:]))
-    assert checks[-1]["measured"] == pytest.approx(measured(str(tmp_path / "checked")), abs=1e-3)
-    assert report["latency"]["predicted_ratio"] == pytest.approx(checks[-1]["predicted"], abs=1e-3)
+    previews = [c for c in checks if c["why"] == "preview"]
+    assert previews[0]["aim"] == 0.6 and previews[0]["measured"] > 0.6  # the table's own aim misses
+    assert len(previews) >= 2 and previews[1]["aim"] < previews[0]["aim"]  # and the next aims lower
+    assert all(a["measured"] > b["measured"] for a, b in zip(previews, previews[1:]))
+    last = checks[-1]
+    assert last["why"] == "met" and last["measured"] <= 0.6 and last["aim"] is None
+    assert len(last["readings"]) == 2  # the removal is the candidate a preview timed: both readings count
+    assert last["measured"] == pytest.approx(_measured(str(tmp_path / "checked"), base_ms, stuck=0.25), abs=1e-3)
+    assert report["latency"]["predicted_ratio"] == pytest.approx(last["predicted"], abs=1e-3)
+
+
+def test_a_table_that_is_pessimistic_is_aimed_above_the_target(tmp_path, smooth_lut, monkeypatch):
+    lut = tmp_path / "lut.json"
+    smooth_lut.save(lut)
+    base_ms = _base_ms()
+    _distorted_backend(monkeypatch, base_ms, amplify=0.5)
+
+    trusted = _compress_to_latency(tmp_path, lut, "trusted", checks=0)
+    overshot = _measured(str(tmp_path / "trusted"), base_ms, amplify=0.5)
+    assert overshot < 0.5  # the premise: trusting the table removes far more than the target needs
+
+    report = _compress_to_latency(tmp_path, lut, "checked", checks=3)
+    checks = report["latency"]["checks"]
+    assert checks[0]["why"] == "preview" and checks[0]["aim"] == 0.6 and checks[0]["measured"] < 0.6 * 0.95
+    assert any(c["aim"] > 0.6 for c in checks if c["why"] == "preview")
+    kept = _measured(str(tmp_path / "checked"), base_ms, amplify=0.5)
+    assert overshot < kept <= 0.6 and checks[-1]["measured"] == pytest.approx(kept, abs=1e-3)
+    assert report["latency"]["predicted_ratio"] > trusted["latency"]["predicted_ratio"]
+    assert report["ratios"]["macs"] > trusted["ratios"]["macs"]  # fewer channels removed for the same target
 
 
 def test_latency_checks_stop_after_the_rounds_given(tmp_path, smooth_lut, monkeypatch):
     lut = tmp_path / "lut.json"
     smooth_lut.save(lut)
-    from deploykit.zoo import build_model
-
-    built = build_model(SPEC)
-    _distorted_backend(monkeypatch, nets.model_ms(built.model, built.example_input()), stuck=2.0)
+    _distorted_backend(monkeypatch, _base_ms(), stuck=2.0)
     checks = _compress_to_latency(tmp_path, lut, "one", checks=1)["latency"]["checks"]
-    assert len(checks) == 2 and checks[0]["aim"] is not None and checks[-1]["aim"] is None  # timed, pruned, timed
+    # two candidates timed before removal, then: timed, pruned further, timed
+    assert [c["why"] for c in checks] == ["preview", "preview", "met", "met"]
+    assert checks[2]["aim"] is not None and checks[-1]["aim"] is None
     assert checks[-1]["measured"] > 0.6  # a miss the rounds could not close is reported, not hidden
 
 
