@@ -52,7 +52,6 @@ def _aim_on(truth, rounds: int = 3):
         timed.append(aim)
         return aim, nn.Linear(1, 1)
 
-
     def measure(_model):
         return truth(timed[-1])
 
