@@ -34,7 +34,7 @@ def test_fastest_block_reads_the_quiet_stretch_and_the_median_of_one_block():
 def test_a_check_is_not_moved_by_a_spell_that_adds_a_fixed_cost_to_every_inference():
     # Base 2.2 ms, pruned 1.0 ms; a spell adds 0.65 ms to both for 70% of the rounds: the plain median
     # would read (1.65 / 2.85) = 0.58 where the machine's own ratio is 0.45.
-    timer = _Timer(2.2e-3, 1.0e-3, spell=range(0, 700), extra=0.65e-3)
+    timer = _Timer(2.2e-3, 1.0e-3, spell=range(700), extra=0.65e-3)
     check = LatencyCheck(timer, lambda: None, example=None, runs=1000, budget_s=1e9)  # type: ignore[arg-type]
     assert check.ratio(nn.Identity()) == pytest.approx(1.0 / 2.2)
 
@@ -75,7 +75,7 @@ def test_an_optimistic_table_is_aimed_below_and_the_best_candidate_that_met_is_k
 
 
 def test_a_measurement_not_linear_in_the_prediction_is_bracketed():
-    truth = lambda a: 0.1 + 0.5 * a ** 3  # noqa: E731 - convex: the proportional step overshoots
+    truth = lambda a: 0.1 + 0.5 * a ** 3  # convex: the proportional step overshoots
     chosen, checks = _aim_on(truth, rounds=5)
     assert any(c["measured"] > 0.5 for c in checks)  # a candidate above the target: bracketed
     met = [c for c in checks if c["measured"] <= 0.5]
