@@ -59,6 +59,14 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory):
         os.environ["DEPLOYKIT_CACHE"] = old
 
 
+@pytest.fixture(autouse=True)
+def no_spell_waits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Latency checks never wait out a slow spell in tests: fake backends' bases differ from their
+    tables' by design, and a real one's timing is not what a test asserts (the waiting itself is
+    tested with a scripted timer and clock)."""
+    monkeypatch.setattr("deploykit.bench.latency_check.WAIT_S", 0.0)
+
+
 @pytest.fixture(scope="session")
 def digits_model():
     """The trained digits demo model (trained once per session)."""

@@ -202,7 +202,8 @@ class _Run(JobHooks):
         cfg = self.cfg
         if LATENCY_TARGET not in cfg.selection.targets or cfg.latency.latency_checks == 0:
             return None
-        check = LatencyCheck.for_table(latency.lut.key, self._reference(), graph.example_input) if self.d.main else None
+        check = (LatencyCheck.for_table(latency.lut.key, self._reference(), graph.example_input, base_ms=latency.lut.base_ms)
+                 if self.d.main else None)
         if not self.d.broadcast(check is not None):
             k = latency.lut.key
             self.rep.log(f"the latency table was measured with {k.backend} on {k.device}, which this machine cannot "
@@ -270,5 +271,7 @@ class _BroadcastTiming:
         assert self.check is not None, "only rank 0 times the model; the others receive its measurement"
         with self.rep.task("timing the pruned model against the base", self.check.runs) as task:
             ratio = self.check.ratio(model, task)
-        self.rep.log(f"measured latency {ratio:.3f} of the base (target {self.target})")
+        again = (f"; read {self.check.rereads + 1} times: the base ran more than {self.check.spell:.0%} slower than "
+                 "its quietest" if self.check.rereads else "")
+        self.rep.log(f"measured latency {ratio:.3f} of the base (target {self.target}{again})")
         return ratio

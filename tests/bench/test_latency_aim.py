@@ -94,3 +94,63 @@ def test_no_rounds_means_no_candidates_timed():
     sel = LatencyAim(lambda m: 0.1, rounds=0, pruned_copy=lambda w: nn.Linear(1, 1)).before_removal(
         _select(), lambda s: (0.5, nn.Linear(1, 1)), checks, iteration=0)
     assert checks == [] and sel.targets[0].ratio == 0.5
+
+
+class _Clock:
+    """``time.monotonic`` and ``time.sleep`` that only move when slept."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, s: float) -> None:
+        self.now += s
+
+
+class _SpellTimer(_Timer):
+    """Every reading until ``quiet_after`` is in a spell that adds ``extra`` to both models."""
+
+    def __init__(self, base: float, now: float, extra: float, quiet_after: int) -> None:
+        super().__init__(base, now, range(0), 0.0)
+        self.extra, self.quiet_after, self.readings = extra, quiet_after, 0
+
+    def time_models(self, fns, runs, warmup, task=None):
+        add = self.extra if self.readings < self.quiet_after else 0.0
+        self.readings += 1
+        return {"base": [self.base + add] * runs, "now": [self.now + add] * runs}
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    c = _Clock()
+    monkeypatch.setattr("deploykit.bench.latency_check.time", c)
+    return c
+
+
+def test_a_reading_whose_base_runs_slow_is_read_again_until_the_spell_ends(clock):
+    timer = _SpellTimer(2.2e-3, 1.0e-3, extra=0.65e-3, quiet_after=3)
+    check = LatencyCheck(timer, lambda: None, None, runs=1000, budget_s=1e9, reference_s=2.3e-3,  # type: ignore[arg-type]
+                         pause_s=5.0, wait_s=60.0)
+    assert check.ratio(nn.Identity()) == pytest.approx(1.0 / 2.2)  # not (1.65 / 2.85)
+    assert check.rereads == 3 and clock.now == 15.0
+    assert check.reference_s == pytest.approx(2.2e-3)  # the quietest base seen is the next check's reference
+
+
+def test_a_machine_slower_for_the_whole_wait_is_taken_as_it_is_and_not_waited_for_again(clock):
+    timer = _SpellTimer(2.2e-3, 1.0e-3, extra=0.65e-3, quiet_after=10**6)
+    check = LatencyCheck(timer, lambda: None, None, runs=1000, budget_s=1e9, reference_s=2.2e-3,  # type: ignore[arg-type]
+                         pause_s=5.0, wait_s=60.0)
+    assert check.ratio(nn.Identity()) == pytest.approx(1.65 / 2.85)
+    assert clock.now < 60.0 and check.reference_s == pytest.approx(2.85e-3)
+    waited = clock.now
+    check.ratio(nn.Identity())
+    assert check.rereads == 0 and clock.now == waited  # the new speed is the reference now
+
+
+def test_the_first_reading_becomes_the_reference_when_there_is_none(clock):
+    timer = _SpellTimer(2.2e-3, 1.0e-3, extra=0.0, quiet_after=0)
+    check = LatencyCheck(timer, lambda: None, None, runs=1000, budget_s=1e9, wait_s=60.0)  # type: ignore[arg-type]
+    check.ratio(nn.Identity())
+    assert check.rereads == 0 and check.reference_s == pytest.approx(2.2e-3) and clock.now == 0.0
