@@ -26,7 +26,6 @@ from deploykit.bench.latency_table.file import LutKey
 from deploykit.bench.latency_table.timers import TIMERS, Timer, TimingConfig, get_timer
 from deploykit.progress import Task
 
-
 # A slow spell on the machine this was measured on lasted up to about 45 s: a check waits a minute at most.
 PAUSE_S, WAIT_S = 5.0, 60.0
 

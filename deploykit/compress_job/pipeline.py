@@ -17,9 +17,9 @@ from typing import Any
 import torch
 
 from deploykit.bench.latency_check import LatencyCheck
-from deploykit.bench.latency_table.variants import prune_to_widths
 from deploykit.bench.latency_table.cost_model import attach_latency, ladders_for, latency_report
 from deploykit.bench.latency_table.predictor import LatencyModel
+from deploykit.bench.latency_table.variants import prune_to_widths
 from deploykit.bench.speedup_warning import speedup_warning
 from deploykit.compress_job.checkpointing import Checkpointer, check_resumable
 from deploykit.compress_job.inputs import CHECKPOINTS, Data, Resolved, check_output, reachable, resolve, teacher
@@ -31,7 +31,8 @@ from deploykit.graph.costs import CostModel, measure
 from deploykit.graph.groups import ModelGraph
 from deploykit.importance import ScoringContext
 from deploykit.importance.base import Batch
-from deploykit.progress import Reporter, Task as ProgressTask, Timings
+from deploykit.progress import Reporter, Timings
+from deploykit.progress import Task as ProgressTask
 from deploykit.prune.artifact import save_artifact
 from deploykit.prune.plan import make_plan
 from deploykit.select import SelectConfig
@@ -40,7 +41,7 @@ from deploykit.select.targets import LATENCY_TARGET
 from deploykit.train.checkpoint import CheckpointDir, check_plan, restore_plan
 from deploykit.train.distributed import Dist, process_group, synchronized_batchnorm
 from deploykit.train.job import Job, JobHooks, Pace, PruneState
-from deploykit.train.loop import TASKS, Task, Trainer, TrainConfig, recalibrate_bn
+from deploykit.train.loop import TASKS, Task, TrainConfig, Trainer, recalibrate_bn
 from deploykit.train.stream import BatchStream
 from deploykit.zoo import build_model, check_input, parse_shape
 from deploykit.zoo.base import Preprocess
