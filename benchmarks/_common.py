@@ -117,6 +117,17 @@ def write_row(path: Path, row: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
+def write_results(out: str | Path, md: str, payload: dict[str, Any]) -> None:
+    """A benchmark's results: the markdown at ``out``, ``payload`` beside it as JSON (each written
+    atomically), and the markdown on stdout."""
+    out = Path(out)
+    for path, text in ((out, md), (out.with_suffix(".json"), json.dumps(payload, indent=1))):
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    print(md)
+
+
 def run_child(args: list[str], log: Path, threads: int = 1, env: dict[str, str] | None = None) -> int:
     """Run this interpreter on ``args`` with ``threads`` math threads, output to ``log``; its exit code."""
     log.parent.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,6 @@ second does not, as long as the check saw a quiet stretch. Trained weights with 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -25,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import code_version, provenance  # noqa: E402
+from _common import code_version, provenance, write_results  # noqa: E402
 
 JOB_VERSION = 1
 VERSION = code_version(JOB_VERSION)
@@ -93,11 +92,7 @@ def main() -> None:
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "latency_spells.md"))
     args = p.parse_args()
     rows = run(args.model, args.weights, args.fraction, args.checks, args.runs)
-    md = markdown(args, rows)
-    Path(args.out).write_text(md)
-    Path(args.out).with_suffix(".json").write_text(json.dumps({"version": VERSION, "args": vars(args), "rows": rows},
-                                                              indent=1))
-    print(md)
+    write_results(args.out, markdown(args, rows), {"version": VERSION, "args": vars(args), "rows": rows})
 
 
 if __name__ == "__main__":

@@ -133,17 +133,24 @@ def _measured(out: str, base_ms: float, stuck: float = 0.0, amplify: float = 0.0
     return (ms - amplify * (base_ms - ms) + stuck * base_ms) / ((1 + stuck) * base_ms)
 
 
-def test_latency_checks_prune_on_until_the_measured_ratio_meets_the_target(tmp_path, smooth_lut, monkeypatch):
-    lut = tmp_path / "lut.json"
-    smooth_lut.save(lut)
+def _trusted_and_checked(tmp_path, lut, monkeypatch, **distortion) -> tuple[dict, dict, float, float]:
+    """Compress to latency 0.6 on the distorted backend trusting the table, then with 3 rounds of checks:
+    both reports and both saved models' ratios."""
+    path = tmp_path / "lut.json"
+    lut.save(path)
     base_ms = _base_ms()
-    _distorted_backend(monkeypatch, base_ms, stuck=0.25)
+    _distorted_backend(monkeypatch, base_ms, **distortion)
+    trusted = _compress_to_latency(tmp_path, path, "trusted", checks=0)
+    checked = _compress_to_latency(tmp_path, path, "checked", checks=3)
+    return (trusted, checked, _measured(str(tmp_path / "trusted"), base_ms, **distortion),
+            _measured(str(tmp_path / "checked"), base_ms, **distortion))
 
-    trusted = _compress_to_latency(tmp_path, lut, "trusted", checks=0)
+
+def test_latency_checks_prune_on_until_the_measured_ratio_meets_the_target(tmp_path, smooth_lut, monkeypatch):
+    trusted, report, missed, kept = _trusted_and_checked(tmp_path, smooth_lut, monkeypatch, stuck=0.25)
     assert trusted["latency"]["checks"] == []
-    assert trusted["latency"]["predicted_ratio"] <= 0.6 < _measured(str(tmp_path / "trusted"), base_ms, stuck=0.25)
+    assert trusted["latency"]["predicted_ratio"] <= 0.6 < missed  # the premise: trusting the table misses
 
-    report = _compress_to_latency(tmp_path, lut, "checked", checks=3)
     checks = report["latency"]["checks"]
     previews = [c for c in checks if c["why"] == "preview"]
     assert previews[0]["aim"] == 0.6 and previews[0]["measured"] > 0.6  # the table's own aim misses
@@ -152,25 +159,17 @@ def test_latency_checks_prune_on_until_the_measured_ratio_meets_the_target(tmp_p
     last = checks[-1]
     assert last["why"] == "met" and last["measured"] <= 0.6 and last["aim"] is None
     assert len(last["readings"]) == 2  # the removal is the candidate a preview timed: both readings count
-    assert last["measured"] == pytest.approx(_measured(str(tmp_path / "checked"), base_ms, stuck=0.25), abs=1e-3)
+    assert last["measured"] == pytest.approx(kept, abs=1e-3)
     assert report["latency"]["predicted_ratio"] == pytest.approx(last["predicted"], abs=1e-3)
 
 
 def test_a_table_that_is_pessimistic_is_aimed_above_the_target(tmp_path, smooth_lut, monkeypatch):
-    lut = tmp_path / "lut.json"
-    smooth_lut.save(lut)
-    base_ms = _base_ms()
-    _distorted_backend(monkeypatch, base_ms, amplify=0.5)
-
-    trusted = _compress_to_latency(tmp_path, lut, "trusted", checks=0)
-    overshot = _measured(str(tmp_path / "trusted"), base_ms, amplify=0.5)
+    trusted, report, overshot, kept = _trusted_and_checked(tmp_path, smooth_lut, monkeypatch, amplify=0.5)
     assert overshot < 0.5  # the premise: trusting the table removes far more than the target needs
 
-    report = _compress_to_latency(tmp_path, lut, "checked", checks=3)
     checks = report["latency"]["checks"]
     assert checks[0]["why"] == "preview" and checks[0]["aim"] == 0.6 and checks[0]["measured"] < 0.6 * 0.95
     assert any(c["aim"] > 0.6 for c in checks if c["why"] == "preview")
-    kept = _measured(str(tmp_path / "checked"), base_ms, amplify=0.5)
     assert overshot < kept <= 0.6 and checks[-1]["measured"] == pytest.approx(kept, abs=1e-3)
     assert report["latency"]["predicted_ratio"] > trusted["latency"]["predicted_ratio"]
     assert report["ratios"]["macs"] > trusted["ratios"]["macs"]  # fewer channels removed for the same target
