@@ -455,6 +455,16 @@ def plot(args: argparse.Namespace, path: Path) -> None:
     tmp.replace(path)
 
 
+def _method_text(methods: set[str]) -> str:
+    """How the rows' latencies were read (rows of job version 1 carry no method: the p50)."""
+    if methods == {LATENCY_METHOD}:
+        return (f"each side's fastest median over blocks of 100 consecutive rounds, up to {LAT_RUNS} rounds in "
+                f"{LAT_BUDGET_S:.0f} s (deploykit's LatencyCheck; Torch-Pruning's search reads latency the same way).")
+    if methods <= {"p50"}:
+        return "p50 of 300 runs (job version 1)."
+    return f"mixed methods {sorted(methods)}."
+
+
 def render(args: argparse.Namespace) -> str:
     work = Path(args.work)
     jobs = grid(args)
@@ -476,10 +486,7 @@ def render(args: argparse.Namespace) -> str:
         "after pruning; the 50k JPEG75 training set. Top-1: lossless 1k / JPEG75 10k test images, mean ± std over "
         f"seeds {', '.join(map(str, seeds))}. Δ: the paired difference deploykit − row per seed (mean ± std). MACs and "
         "latency: ratios to the base model; latency is ONNX Runtime CPU, batch 1, 1 thread, interleaved with the base: "
-        + (f"each side's fastest median over blocks of 100 consecutive rounds, up to {LAT_RUNS} rounds in "
-           f"{LAT_BUDGET_S:.0f} s (deploykit's LatencyCheck; Torch-Pruning's search reads latency the same way)."
-           if methods == {LATENCY_METHOD} else "p50 of 300 runs (job version 1)."
-           if not methods - {"p50"} else f"mixed methods {sorted(methods)}."),
+        + _method_text(methods),
         "",
     ]
     if missing:
