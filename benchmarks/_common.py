@@ -12,6 +12,7 @@ import importlib.metadata as md
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -126,6 +127,33 @@ def write_results(out: str | Path, md: str, payload: dict[str, Any]) -> None:
         tmp.write_text(text)
         tmp.replace(path)
     print(md)
+
+
+# Rounds per block of the fastest-block latency estimator (deploykit.bench.latency.fastest_block).
+BLOCK = 20
+
+
+def time_efficiencies(row: dict[str, Any], paths: dict[str, Path], runs: int, threads: int) -> None:
+    """Time the ONNX files of ``paths`` (one named ``base``) interleaved on ONNX Runtime CPU, batch 1.
+
+    Writes each file's median and fastest-block time (``p50_ms``, ``block_ms``) into ``row`` and, for
+    every other name with a row entry holding its ``macs`` ratio, its latency ratio (fastest blocks: slow
+    spells of a shared machine add a fixed cost to every run that a ratio of medians does not cancel)
+    and realized efficiency (1 - latency) / (1 - MACs), with the p50 ratio's beside them.
+    """
+    from deploykit.bench.latency import fastest_block, onnx_times
+
+    times = onnx_times(list(paths.values()), 1, runs=runs, warmup=10, threads=threads)
+    ms = {name: times[str(p)] for name, p in paths.items()}
+    row["p50_ms"] = {name: round(statistics.median(t) * 1e3, 4) for name, t in ms.items()}
+    row["block_ms"] = {name: round(fastest_block(t, BLOCK) * 1e3, 4) for name, t in ms.items()}
+    for name in paths:
+        r = row.get(name)
+        if name == "base" or not isinstance(r, dict) or "macs" not in r:
+            continue
+        for key, source in (("", "block_ms"), ("_p50", "p50_ms")):
+            r["latency" + key] = row[source][name] / row[source]["base"]
+            r["efficiency" + key] = (1 - r["latency" + key]) / max(1 - r["macs"], 1e-9)
 
 
 def run_child(args: list[str], log: Path, threads: int = 1, env: dict[str, str] | None = None) -> int:

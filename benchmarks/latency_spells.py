@@ -34,7 +34,8 @@ def run(spec: str, weights: str | None, fraction: float, checks: int, runs: int)
     """One row per check: seconds since the first, base and pruned medians, both ratios."""
     import torch
 
-    from deploykit.bench.latency_check import LatencyCheck, _fastest
+    from deploykit.bench.latency import fastest_block
+    from deploykit.bench.latency_check import LatencyCheck
     from deploykit.bench.latency_table.timers import TimingConfig, get_timer
     from deploykit.bench.latency_table.variants import prune_to_widths, uniform_widths
     from deploykit.graph.groups import ModelGraph
@@ -57,7 +58,7 @@ def run(spec: str, weights: str | None, fraction: float, checks: int, runs: int)
                      "base_ms": round(statistics.median(t["base"]) * 1e3, 3),
                      "pruned_ms": round(statistics.median(t["now"]) * 1e3, 3),
                      "median_ratio": round(statistics.median(t["now"]) / statistics.median(t["base"]), 4),
-                     "block_ratio": round(_fastest(t["now"], block) / _fastest(t["base"], block), 4)})
+                     "block_ratio": round(fastest_block(t["now"], block) / fastest_block(t["base"], block), 4)})
     return rows
 
 

@@ -9,13 +9,13 @@ For every model, in its own process (random weights: speed and structure, not ac
   output layers ignored, the uniform ratio bisected to at most the same MACs: its pruned model
   or its error;
 * latency: base, deploykit and Torch-Pruning ONNX files interleaved on ONNX Runtime CPU, batch 1,
-  1 thread (``deploykit.bench.latency.bench_onnx``); realized efficiency =
+  1 thread (``_common.time_efficiencies``: fastest block medians); realized efficiency =
   (1 − latency ratio) / (1 − MACs ratio), MACs counted over the exported graph.
 
 Rows are cached under ``--results`` by code version and settings; a failing stage is recorded
 in its row, never hidden.
 
-    .venv/bin/python benchmarks/zoo_external.py [--models timm:resnet18,ultralytics:yolov8n.yaml] [--runs 40]
+    .venv/bin/python benchmarks/zoo_external.py [--models timm:resnet18,ultralytics:yolov8n.yaml] [--runs 200]
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _common import code_version, per_model_main, provenance  # noqa: E402
+from _common import BLOCK, code_version, per_model_main, provenance, time_efficiencies  # noqa: E402
 
-JOB_VERSION = 1
+JOB_VERSION = 2  # 2: latency ratio from fastest blocks (p50 ratio kept beside it)
 TIMM = [
     # the failures issue 13 listed first, then more families
     "cspresnet50", "res2net50_26w_4s", "rexnet_100", "fastvit_t8", "mobilevitv2_050", "ghostnet_100", "efficientvit_m0",
@@ -126,7 +126,6 @@ def job(spec: str, target: float, runs: int, threads: int) -> dict[str, Any]:
     import torch
 
     import deploykit
-    from deploykit.bench.latency import bench_onnx
     from deploykit.export.onnx import check_parity, export_onnx
     from deploykit.graph.costs import measure
     from deploykit.graph.groups import ModelGraph
@@ -181,14 +180,7 @@ def job(spec: str, target: float, runs: int, threads: int) -> dict[str, Any]:
             except Exception as e:  # noqa: BLE001
                 paths.pop("tp-rt8", None)
                 row["tp-rt8"] = {"error": f"export: {_err(e)}"}
-        lat = {r.model: r.p50_ms for r in bench_onnx([str(p) for p in paths.values()], [1], runs=runs, warmup=10,
-                                                     threads=threads)}
-    row["p50_ms"] = {name: lat[str(p)] for name, p in paths.items()}
-    for name in ("deploykit", "tp-rt8"):
-        if name in row["p50_ms"]:
-            r = row[name]
-            r["latency"] = row["p50_ms"][name] / row["p50_ms"]["base"]
-            r["efficiency"] = (1 - r["latency"]) / max(1 - r["macs"], 1e-9)
+        time_efficiencies(row, paths, runs, threads)
     row["load_avg"] = os.getloadavg()[0]
     return row
 
@@ -212,7 +204,9 @@ def markdown(rows: list[dict], missing: list[str], args: argparse.Namespace) -> 
              "machine). deploykit: `compress --target-macs 0.5 --criterion l2` (round-to 8), then export with parity. "
              "Torch-Pruning 1.6: GroupMagnitudeImportance(p=2), round_to=8, output layers ignored, uniform ratio "
              f"bisected to ≤ the same MACs. Latency: ONNX Runtime CPU, {args.threads} thread, batch 1, base/deploykit/"
-             f"Torch-Pruning interleaved, {args.runs} timed runs after 10 warm-ups, p50 ratio. Efficiency = (1 − latency "
+             f"Torch-Pruning interleaved, {args.runs} timed runs after 10 warm-ups; latency ratio of the fastest medians over "
+             f"blocks of {BLOCK} runs (slow spells of this virtual machine add a fixed cost to every run, which a ratio "
+             "of plain medians does not cancel; the p50 ratio's efficiency is in the JSON). Efficiency = (1 − latency "
              "ratio) / (1 − MACs ratio), MACs over the exported graph.", ""]
     if loads:
         lines += [f"**Machine load**: 1-minute load average {min(loads):.1f} to {max(loads):.1f} on 2 cores while rows ran "
@@ -248,7 +242,7 @@ def markdown(rows: list[dict], missing: list[str], args: argparse.Namespace) -> 
 
 
 def main() -> None:
-    per_model_main(__file__, __doc__.splitlines()[0], SPECS, VERSION, "zoo_external", 40, job, markdown)
+    per_model_main(__file__, __doc__.splitlines()[0], SPECS, VERSION, "zoo_external", 200, job, markdown)
 
 
 if __name__ == "__main__":

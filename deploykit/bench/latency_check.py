@@ -6,14 +6,13 @@ snapshot: ONNX Runtime's is built from exported bytes, the others from a copy), 
 :meth:`LatencyCheck.ratio` times any later state of the model against it in the same
 interleaved rounds, so load on a shared machine hits both alike; load that adds a fixed
 cost to every inference does not cancel in a ratio, so each side's fastest block of rounds
-is compared (:func:`_fastest`). It exists only where this machine can run the table's backend on the table's
+is compared (:func:`~deploykit.bench.latency.fastest_block`). It exists only where this machine can run the table's backend on the table's
 device: a table measured on a Jetson predicts, and nothing here can check it.
 """
 
 from __future__ import annotations
 
 import copy
-import statistics
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from deploykit.bench.latency import budgeted, warm_round
+from deploykit.bench.latency import budgeted, fastest_block, warm_round
 from deploykit.bench.latency_table.file import LutKey
 from deploykit.bench.latency_table.timers import TIMERS, Timer, TimingConfig, get_timer
 from deploykit.progress import Task
@@ -91,7 +90,7 @@ class LatencyCheck:
         self.rereads, best = 0, None
         while True:
             times = self.timer.time_models(fns, runs, max(0, self.warmup - 1), task if self.rereads == 0 else None)
-            base, now = _fastest(times["base"], self.block), _fastest(times["now"], self.block)
+            base, now = fastest_block(times["base"], self.block), fastest_block(times["now"], self.block)
             if best is None or base < best[0]:
                 best = (base, now)
             if self.reference_s is None or base <= self.reference_s * (1 + self.spell):
@@ -105,23 +104,6 @@ class LatencyCheck:
         if task is not None and runs < self.runs:
             task.advance(self.runs - runs)  # the bar was sized for the most rounds
         return best[1] / best[0]
-
-
-def _fastest(times: list[float], block: int) -> float:
-    """The smallest median of consecutive blocks of ``block`` rounds (the median of all, when fewer
-    than two blocks fit).
-
-    On a shared or virtual machine the speed moves in spells of seconds to a minute: on the
-    machine these numbers come from, a spell added about 0.65 ms to every ResNet-56 inference,
-    pruned or not (base 2.2 -> 2.8 ms, a pruned copy 1.0 -> 1.7 ms), so the ratio read 0.59
-    in a spell and 0.45 outside it. Both sides are timed in the same rounds, so their fastest
-    blocks come from the same quiet stretch whenever the check saw one (the reasoning of
-    ``timeit``'s advice to take the minimum of repeats).
-    """
-    n = len(times) // block
-    if n < 2:
-        return statistics.median(times)
-    return min(statistics.median(times[i * block:(i + 1) * block]) for i in range(n))
 
 
 def _snapshot(model: nn.Module) -> nn.Module:

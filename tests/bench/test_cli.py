@@ -95,3 +95,13 @@ def test_profile_bad_input_writes_nothing(tmp_path, capsys, args, message):
     assert cli(["profile", SPEC, *args, "--out", str(tmp_path / "lut.json")]) == 2
     _one_line_error(capsys, message)
     assert not any(tmp_path.iterdir())
+
+
+def test_onnx_times_runs_every_file_at_the_batch_asked(two_onnx):
+    from deploykit.bench.latency import fastest_block, onnx_times
+
+    base, small = two_onnx
+    times = onnx_times([base, small], batch=2, runs=5, warmup=1, threads=1)
+    assert set(times) == {str(base), str(small)}
+    assert all(len(t) == 5 and all(s > 0 for s in t) for t in times.values())
+    assert min(times[str(base)]) <= fastest_block(times[str(base)], 2) <= max(times[str(base)])

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 from torch import nn
 
-from deploykit.bench.latency_check import LatencyCheck, _fastest
+from deploykit.bench.latency import fastest_block
+from deploykit.bench.latency_check import LatencyCheck
 from deploykit.select import SelectConfig, Target
 from deploykit.select.latency_aim import LatencyAim
 
@@ -27,8 +28,8 @@ class _Timer:
 
 def test_fastest_block_reads_the_quiet_stretch_and_the_median_of_one_block():
     quiet, loud = [1.0] * 100, [1.6] * 100
-    assert _fastest(loud + quiet + loud, 100) == 1.0
-    assert _fastest([3.0, 1.0, 2.0], 100) == 2.0  # fewer rounds than two blocks: the median of all
+    assert fastest_block(loud + quiet + loud, 100) == 1.0
+    assert fastest_block([3.0, 1.0, 2.0], 100) == 2.0  # fewer rounds than two blocks: the median of all
 
 
 def test_a_check_is_not_moved_by_a_spell_that_adds_a_fixed_cost_to_every_inference():
