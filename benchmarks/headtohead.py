@@ -342,9 +342,28 @@ def result_path(work: Path, job: Job) -> Path:
     return RESULTS / f"{job.key(VERSION)}.json"
 
 
-def load_result(work: Path, job: Job) -> dict[str, Any] | None:
-    p = result_path(work, job)
+def load_result(work: Path, job: Job, version: str | None = None) -> dict[str, Any] | None:
+    p = RESULTS / f"{job.key(version)}.json" if version else result_path(work, job)
     return json.loads(p.read_text()) if p.is_file() else None
+
+
+def section_versions(args: argparse.Namespace) -> dict[tuple[str, float], str]:
+    """The code version each (cell, budget) is read at: the first of ``--code-version``'s list with any of
+    its rows, so a section never mixes rows of two versions (the first version where none has any)."""
+    versions = READ_VERSIONS or [VERSION]
+    out = {}
+    for cell in args.cells.split(","):
+        for e in args.epochs.split(","):
+            jobs = [Job(row, cell, float(e), int(sd)) for row in args.rows.split(",") for sd in args.seeds.split(",")]
+            out[(cell, float(e))] = next((v for v in versions if any((RESULTS / f"{j.key(v)}.json").is_file()
+                                                                     for j in jobs)), versions[0])
+    return out
+
+
+def grid_results(args: argparse.Namespace) -> dict[Job, dict[str, Any] | None]:
+    """Every job of the grid with its row (None where missing), each section at its version."""
+    at = section_versions(args)
+    return {j: load_result(Path(args.work), j, at[(j.cell, j.epochs)]) for j in grid(args)}
 
 
 # -- the grid ------------------------------------------------------------------------------------------------------
@@ -409,12 +428,10 @@ def plot(args: argparse.Namespace, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    work = Path(args.work)
     colours = {"deploykit": "tab:blue", "tp": "tab:orange", "control": "tab:gray"}
     markers = {1.0: "o", 3.0: "s"}
     points: dict[tuple[str, float, str], list[dict[str, Any]]] = {}
-    for job in grid(args):
-        res = load_result(work, job)
+    for job, res in grid_results(args).items():
         if res is None or "latency" not in res:
             continue
         points.setdefault((job.row, job.epochs, job.cell), []).append(res)
@@ -447,7 +464,8 @@ def plot(args: argparse.Namespace, path: Path) -> None:
     handles += [plt.Line2D([], [], color="k", marker=m, ls="", label=f"{e:g} epoch(s)") for e, m in markers.items()]
     axes[0].legend(handles=handles, fontsize=8, loc="lower right")
     fig.suptitle(f"{', '.join(sorted({CELLS[c][0] for c in args.cells.split(',')}))}: deploykit (defaults, blue) "
-                 f"vs Torch-Pruning (orange), mean ± std over seeds {args.seeds}; code version {VERSION}", fontsize=9)
+                 f"vs Torch-Pruning (orange), mean ± std over seeds {args.seeds}; code version {', '.join(sorted(set(section_versions(args).values())))}",
+                 fontsize=9)
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=120)
@@ -466,9 +484,10 @@ def _method_text(methods: set[str]) -> str:
 
 
 def render(args: argparse.Namespace) -> str:
-    work = Path(args.work)
-    jobs = grid(args)
-    results = {j: load_result(work, j) for j in jobs}
+    results = grid_results(args)
+    jobs = list(results)
+    at = section_versions(args)
+    several = len(set(at.values())) > 1
     missing = [j for j, r in results.items() if r is None]
     rows = args.rows.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -476,7 +495,8 @@ def render(args: argparse.Namespace) -> str:
     lines = [
         "# deploykit (defaults) vs Torch-Pruning (best settings): CIFAR ResNets at equal MACs / latency",
         "",
-        *provenance(" ".join([".venv/bin/python", "benchmarks/headtohead.py", *sys.argv[1:]]), VERSION,
+        *provenance(" ".join([".venv/bin/python", "benchmarks/headtohead.py", *sys.argv[1:]]),
+                    " and ".join(dict.fromkeys(at.values())) + (", one per section as named" if several else ""),
                     _row_commits(results.values()) if args.code_version else None),
         "One torch thread per row, `--workers` rows at a time, on a machine other jobs may share: latency is "
         "interleaved with the base in the same process, so load largely cancels in the ratio, but not entirely.",
@@ -494,8 +514,13 @@ def render(args: argparse.Namespace) -> str:
     for cell in args.cells.split(","):
         model, kind, target = CELLS[cell]
         for e in args.epochs.split(","):
-            lines += [f"## {model}, {kind} {target}, {float(e):g} epoch(s)", "",
-                      "| row | lossless 1k | JPEG75 10k | Δ lossless | Δ JPEG | MACs | latency | seeds |",
+            version = f" (code version {at[(cell, float(e))]})" if several else ""
+            lines += [f"## {model}, {kind} {target}, {float(e):g} epoch(s){version}", ""]
+            if several:
+                here = {r.get("latency_method", "p50") for j, r in results.items()
+                        if r is not None and "latency" in r and (j.cell, j.epochs) == (cell, float(e))}
+                lines += [f"Latency: {_method_text(here)}", ""] if here else []
+            lines += ["| row | lossless 1k | JPEG75 10k | Δ lossless | Δ JPEG | MACs | latency | seeds |",
                       "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
             ref = {s: results.get(Job("deploykit", cell, float(e), s)) for s in seeds}
             for row in rows:
@@ -520,7 +545,7 @@ def render(args: argparse.Namespace) -> str:
 
 
 def main() -> None:
-    global DATA, RESULTS, VERSION
+    global DATA, RESULTS, VERSION, READ_VERSIONS
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=SHARED)
     p.add_argument("--work", default="/tmp/dk-h2h", help="Artifacts, ONNX files and logs (large, not committed).")
@@ -535,13 +560,15 @@ def main() -> None:
     p.add_argument("--out", type=Path, help="Markdown file for --render (default: stdout).")
     p.add_argument("--plot", type=Path, help="With --render: also draw top-1 against latency (PNG) from the same rows.")
     p.add_argument("--code-version", help="With --render: the code version whose rows to read (a grid run from a "
-                   "pinned worktree) instead of this checkout's; the table names the rows' commits.")
+                   "pinned worktree) instead of this checkout's; the table names the rows' commits. A comma list: each "
+                   "cell and budget is read at the first version that has any of its rows.")
     p.add_argument("--job", help=argparse.SUPPRESS)
     p.add_argument("--phase", default="train", help=argparse.SUPPRESS)
     args = p.parse_args()
     DATA, RESULTS = args.data, args.results
     if args.code_version:
-        VERSION = args.code_version
+        READ_VERSIONS = args.code_version.split(",")
+        VERSION = READ_VERSIONS[0]
     if args.job:
         one(Job(**json.loads(args.job)), Path(args.work), args.data, args.phase)
         return
@@ -563,6 +590,7 @@ def main() -> None:
 DATA = SHARED
 RESULTS = ROOT / "benchmarks" / "results" / "headtohead_rows"
 VERSION = code_version(JOB_VERSION)
+READ_VERSIONS: list[str] = []  # --code-version's list (render only)
 
 if __name__ == "__main__":
     main()
