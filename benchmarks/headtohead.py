@@ -103,6 +103,7 @@ ROWS: dict[str, Row] = {
     "dk-norm-flops": Row("deploykit", {"normalize": "flops"}),
     "dk-norm-none": Row("deploykit", {"normalize": "none"}),
     "dk-norm-params": Row("deploykit", {"normalize": "params"}),
+    "dk-norm-latency": Row("deploykit", {"normalize": "latency"}),
     "dk-l1": Row("deploykit", {"criterion": "l1"}),
     "dk-l2": Row("deploykit", {"criterion": "l2"}),
     "dk-taylor": Row("deploykit", {"criterion": "taylor"}),
