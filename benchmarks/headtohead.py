@@ -361,9 +361,9 @@ def section_versions(args: argparse.Namespace) -> dict[tuple[str, float], str]:
     return out
 
 
-def grid_results(args: argparse.Namespace) -> dict[Job, dict[str, Any] | None]:
-    """Every job of the grid with its row (None where missing), each section at its version."""
-    at = section_versions(args)
+def grid_results(args: argparse.Namespace, at: dict[tuple[str, float], str]) -> dict[Job, dict[str, Any] | None]:
+    """Every job of the grid with its row (None where missing), each section at its version in ``at``
+    (:func:`section_versions`)."""
     return {j: load_result(Path(args.work), j, at[(j.cell, j.epochs)]) for j in grid(args)}
 
 
@@ -432,7 +432,8 @@ def plot(args: argparse.Namespace, path: Path) -> None:
     colours = {"deploykit": "tab:blue", "tp": "tab:orange", "control": "tab:gray"}
     markers = {1.0: "o", 3.0: "s"}
     points: dict[tuple[str, float, str], list[dict[str, Any]]] = {}
-    for job, res in grid_results(args).items():
+    at = section_versions(args)
+    for job, res in grid_results(args, at).items():
         if res is None or "latency" not in res:
             continue
         points.setdefault((job.row, job.epochs, job.cell), []).append(res)
@@ -465,8 +466,8 @@ def plot(args: argparse.Namespace, path: Path) -> None:
     handles += [plt.Line2D([], [], color="k", marker=m, ls="", label=f"{e:g} epoch(s)") for e, m in markers.items()]
     axes[0].legend(handles=handles, fontsize=8, loc="lower right")
     fig.suptitle(f"{', '.join(sorted({CELLS[c][0] for c in args.cells.split(',')}))}: deploykit (defaults, blue) "
-                 f"vs Torch-Pruning (orange), mean ± std over seeds {args.seeds}; code version {', '.join(sorted(set(section_versions(args).values())))}",
-                 fontsize=9)
+                 f"vs Torch-Pruning (orange), mean ± std over seeds {args.seeds}; "
+                 f"code version {', '.join(sorted(set(at.values())))}", fontsize=9)
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=120)
@@ -485,9 +486,9 @@ def _method_text(methods: set[str]) -> str:
 
 
 def render(args: argparse.Namespace) -> str:
-    results = grid_results(args)
-    jobs = list(results)
     at = section_versions(args)
+    results = grid_results(args, at)
+    jobs = list(results)
     several = len(set(at.values())) > 1
     missing = [j for j, r in results.items() if r is None]
     rows = args.rows.split(",")

@@ -13,7 +13,8 @@ For every model, in its own process:
 
 All ONNX files of a model (base, deploykit, both Torch-Pruning rows) run in ONNX Runtime on
 the CPU, batch 1, interleaved round-robin; latency ratios are ratios of the fastest block
-medians measured in the same run (``_common.time_efficiencies``; the p50 ratios are kept too). Realized efficiency = (1 − latency ratio) / (1 − MACs ratio). For detectors the
+medians measured in the same run (``_common.time_efficiencies``; the p50 ratios are kept too).
+Realized efficiency = (1 − latency ratio) / (1 − MACs ratio). For detectors the
 MACs ratio is counted over the exported graph (backbone + FPN), the graph whose latency is
 measured. Medians are taken over the models every row finished.
 
